@@ -1,0 +1,34 @@
+"""A tiny AEI-Net for tests and smoke runs: 64 px, channel widths / 8.
+
+Run (a few seconds a step on a 2-core CPU):
+  fsjax train --config configs/tiny.py --workdir /tmp/fs_tiny \
+    --config.identity.allow_random=True
+
+Expected: nothing visually useful; it exists to exercise every code path fast.
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.image_size = 64
+  config.model.attr_channels = (4, 8, 16, 32, 64)
+  config.model.gen_channels = (128, 128, 64, 32, 16, 8)
+  config.model.id_dim = 64
+  config.discriminator.num_d = 2
+  config.discriminator.n_layers = 3
+  config.discriminator.ndf = 8
+  config.discriminator.max_channels = 64
+  # A tiny IResNet: 1 block per stage, widths 8/16/32/64, 64-d embedding.
+  config.identity.arch = 'tiny'
+  config.identity.allow_random = True
+  config.dataset.name = 'synthetic_faces/64'
+  config.dataset.alignment = 'ffhq'
+  config.dataset.num_workers = 0
+  config.per_device_batch_size = 2
+  config.num_train_steps = 3
+  config.log_every_steps = 1
+  config.sample_every_steps = 2
+  config.checkpoint_every_steps = 2
+  return config

@@ -1,0 +1,3 @@
+"""fsjax: FaceShifter face swapping in JAX/Flax."""
+
+__version__ = '0.1.0'
