@@ -29,6 +29,19 @@ def _usage() -> str:
   return '\n'.join(lines)
 
 
+def _show_in_help(module) -> None:
+  """Makes `fsjax NAME --help` print the subcommand's docstring and flags.
+
+  absl's --help prints the __main__ module's docstring and the key flags of sys.argv[0];
+  without this it shows only 'USAGE: fsjax [flags]'.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if module.__doc__:
+    sys.modules['__main__'].__doc__ = module.__doc__
+  for flag in flags.FLAGS.get_flags_for_module(module.__name__):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
 def run(argv=None):
   """Console-script entry point."""
   argv = list(sys.argv if argv is None else argv)
@@ -41,6 +54,7 @@ def run(argv=None):
     return 2
   module = importlib.import_module(f'fsjax.commands.{COMMANDS[name][0]}')
   from absl import app  # pylint: disable=g-import-not-at-top
+  _show_in_help(module)
   app.run(module.main, argv=[f'fsjax {name}'] + argv[2:])
   return 0
 

@@ -1,0 +1,1 @@
+"""Face data for fsjax: the synthetic face renderer and TFDS build helpers."""

@@ -1,0 +1,133 @@
+"""Small layers shared by the fsjax models (NHWC), with PyTorch-parity semantics.
+
+PyTorch parity notes: bilinear resizing uses align_corners=True sampling (not the
+half-pixel centres of jax.image.resize); instance norm has no affine parameters and
+eps 1e-5; average pooling excludes the padding from the mean (count_include_pad=False).
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+
+_DTYPES = {
+    'float32': jnp.float32,
+    'fp32': jnp.float32,
+    'bfloat16': jnp.bfloat16,
+    'bf16': jnp.bfloat16,
+    'float16': jnp.float16,
+    'fp16': jnp.float16,
+}
+
+# Initialisers (taotaonice/FaceShifter `weight_init`): xavier-normal convolutions,
+# N(0, 0.001) dense kernels with zero bias.
+conv_init = nn.initializers.xavier_normal()
+dense_init = nn.initializers.normal(stddev=0.001)
+
+
+def get_dtype(name: str | Dtype) -> Dtype:
+  """Returns the jnp dtype for a config name ('float32' | 'bfloat16' | 'float16').
+
+  A dtype (jnp.float32, np.dtype(...)) is passed through unchanged.
+  """
+  if isinstance(name, str):
+    try:
+      return _DTYPES[name.lower()]
+    except KeyError:
+      raise ValueError(f'unknown dtype {name!r}; expected one of {sorted(_DTYPES)}') from None
+  return jnp.dtype(name).type
+
+
+def _align_corners_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """[n_out, n_in] float64 matrix of 1-D linear interpolation with align_corners=True."""
+  m = np.zeros((n_out, n_in), np.float64)
+  if n_out == 1 or n_in == 1:
+    m[:, 0] = 1.0  # PyTorch samples index 0 when the output (or input) has one pixel.
+    return m
+  src = np.arange(n_out, dtype=np.float64) * ((n_in - 1) / (n_out - 1))
+  i0 = np.clip(np.floor(src).astype(np.int64), 0, n_in - 1)
+  i1 = np.minimum(i0 + 1, n_in - 1)
+  frac = src - i0
+  rows = np.arange(n_out)
+  np.add.at(m, (rows, i0), 1.0 - frac)
+  np.add.at(m, (rows, i1), frac)
+  return m
+
+
+def resize_bilinear_align_corners(x: jax.Array, size: Sequence[int]) -> jax.Array:
+  """Bilinear resize with PyTorch `F.interpolate(mode='bilinear', align_corners=True)` semantics.
+
+  Works for up- and down-sampling (no antialiasing, as in PyTorch) and keeps the dtype.
+
+  Args:
+    x: [B, H, W, C] array, any float dtype.
+    size: (H_out, W_out).
+
+  Returns:
+    [B, H_out, W_out, C] array of x.dtype.
+  """
+  h_out, w_out = int(size[0]), int(size[1])
+  _, h_in, w_in, _ = x.shape
+  if (h_in, w_in) == (h_out, w_out):
+    return x
+  # Interpolation weights are exact in float32; bf16 inputs are computed in float32 too.
+  compute = jnp.promote_types(x.dtype, jnp.float32)
+  mh = jnp.asarray(_align_corners_matrix(h_in, h_out), compute)
+  mw = jnp.asarray(_align_corners_matrix(w_in, w_out), compute)
+  y = jnp.einsum('oh,bhwc->bowc', mh, x.astype(compute), precision=jax.lax.Precision.HIGHEST)
+  y = jnp.einsum('pw,bowc->bopc', mw, y, precision=jax.lax.Precision.HIGHEST)
+  return y.astype(x.dtype)
+
+
+def upsample2x(x: jax.Array) -> jax.Array:
+  """Bilinear x2 (align_corners=True) of a [B, H, W, C] map -> [B, 2H, 2W, C]."""
+  return resize_bilinear_align_corners(x, (2 * x.shape[1], 2 * x.shape[2]))
+
+
+def instance_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
+  """Instance norm without affine parameters (PyTorch InstanceNorm2d(affine=False)).
+
+  Statistics are taken per sample and channel over H, W (biased variance), in float32.
+
+  Args:
+    x: [B, H, W, C].
+    eps: added to the variance.
+
+  Returns:
+    [B, H, W, C] normalised, in x.dtype.
+  """
+  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  mean = jnp.mean(xf, axis=(1, 2), keepdims=True)
+  var = jnp.mean(jnp.square(xf - mean), axis=(1, 2), keepdims=True)
+  return ((xf - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+
+def avg_pool_3x3_s2(x: jax.Array) -> jax.Array:
+  """AvgPool 3x3, stride 2, pad 1, padding not counted (pix2pixHD downsampling).
+
+  Args:
+    x: [B, H, W, C].
+
+  Returns:
+    [B, floor((H - 1) / 2) + 1, floor((W - 1) / 2) + 1, C].
+  """
+  return nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+                     count_include_pad=False)
+
+
+def batch_norm(train: bool, axis_name: str | None, dtype: Dtype, name: str,
+               scale_init=nn.initializers.ones) -> nn.BatchNorm:
+  """BatchNorm with PyTorch defaults (momentum 0.1 -> Flax 0.9, eps 1e-5).
+
+  Train mode normalises with the batch statistics (averaged over `axis_name` when set,
+  e.g. 'data' inside shard_map) and updates 'batch_stats'; eval mode uses the running
+  averages. Note: Flax keeps the biased batch variance in the running average where
+  PyTorch keeps the unbiased one (a factor n / (n - 1), n = B * H * W).
+  """
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      axis_name=axis_name, dtype=dtype, use_fast_variance=False,
+                      scale_init=scale_init, name=name)

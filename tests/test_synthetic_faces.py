@@ -1,0 +1,134 @@
+"""Synthetic face renderer (fsjax.data.synthetic_faces): determinism, pose vs identity."""
+
+import numpy as np
+import pytest
+
+from fsjax.data import synthetic_faces as sf
+
+S = 64
+
+
+def _identity(i, split='t'):
+  return sf.sample_identity(sf.identity_rng(0, split, i))
+
+
+def _attributes(i, j=0, split='t', **changes):
+  att = sf.sample_attributes(sf.attribute_rng(0, split, i, j))
+  return sf.replace_fields(att, sf.ATTRIBUTE_FIELDS, **changes) if changes else att
+
+
+# A plain frontal scene: no occluder, neutral expression, centred.
+_FRONTAL = dict(yaw=0.0, pitch=0.0, roll=0.0, occluder=0, mouth_open=0.0, blink=0.0,
+                scale=1.0, shift_x=0.0, shift_y=0.0)
+
+
+def _centroid(mask):
+  ys, xs = np.mgrid[:mask.shape[0], :mask.shape[1]]
+  return np.array([(xs * mask).sum(), (ys * mask).sum()]) / mask.sum()
+
+
+def test_parameter_vectors_and_named_fields():
+  ident, att = _identity(0), _attributes(0)
+  assert ident.shape == (sf.IDENTITY_DIM,) and ident.dtype == np.float32
+  assert att.shape == (sf.ATTRIBUTE_DIM,) and att.dtype == np.float32
+  assert np.all(np.isfinite(ident)) and np.all(np.isfinite(att))
+  np.testing.assert_array_equal(sf.identity_from_dict(sf.identity_to_dict(ident)), ident)
+  np.testing.assert_array_equal(sf.attributes_from_dict(sf.attributes_to_dict(att)), att)
+  assert sf.attributes_to_dict(sf.replace_fields(att, sf.ATTRIBUTE_FIELDS, yaw=0.25))['yaw'] == 0.25
+  # Identity and attribute sets are disjoint: pose lives only in attributes.
+  assert not set(sf.IDENTITY_FIELDS) & set(sf.ATTRIBUTE_FIELDS)
+  assert set(sf.POSE_FIELDS) <= set(sf.ATTRIBUTE_FIELDS)
+
+
+def test_same_seed_same_image_and_batch_equals_single():
+  ids = np.stack([_identity(i) for i in range(3)])
+  atts = np.stack([_attributes(i, 1) for i in range(3)])
+  np.testing.assert_array_equal(ids[1], _identity(1))  # Seeded draws repeat.
+  np.testing.assert_array_equal(atts[2], _attributes(2, 1))
+  batch = sf.render_batch(ids, atts, S)
+  assert batch.shape == (3, S, S, 3) and batch.dtype == np.uint8
+  for i in range(3):  # Rendering one image does not depend on the rest of the batch.
+    np.testing.assert_array_equal(sf.render(ids[i], atts[i], S), batch[i])
+  np.testing.assert_array_equal(sf.render_batch(ids, atts, S), batch)
+  assert not np.array_equal(batch[0], batch[1])
+  assert not np.array_equal(_identity(0), _identity(0, split='other'))
+
+
+def test_changing_attributes_moves_pose_pixels_and_landmarks():
+  ident = _identity(4)[None]
+  front = _attributes(4, **_FRONTAL)[None]
+  turned = sf.replace_fields(front, sf.ATTRIBUTE_FIELDS, yaw=0.5)
+  img_f, mask_f = sf.render_batch(ident, front, S, return_face_mask=True)
+  img_t, mask_t = sf.render_batch(ident, turned, S, return_face_mask=True)
+  lm_f, lm_t = sf.landmarks5(ident, front, S)[0], sf.landmarks5(ident, turned, S)[0]
+  # Features slide sideways (nose tip, eyes) while the head outline stays in place.
+  assert lm_t[2, 0] - lm_f[2, 0] > 0.06 * S
+  assert np.all(lm_t[:2, 0] - lm_f[:2, 0] > 0.02 * S)
+  assert np.linalg.norm(_centroid(mask_t[0]) - _centroid(mask_f[0])) < 0.03 * S
+  inside = (mask_f[0] > 0.99) & (mask_t[0] > 0.99)
+  diff = np.abs(img_f[0].astype(int) - img_t[0].astype(int)).sum(-1)
+  assert (diff[inside] > 30).mean() > 0.05  # Inner-face pixels move.
+  # Foreshortening: the far eye (image left when turning to +x) looks narrower.
+  ident_d = sf.identity_to_dict(ident[0])
+  assert ident_d['eye_size'] > 0
+
+  # Expression and occluders change their own regions.
+  smile = sf.render(ident[0], sf.replace_fields(front[0], sf.ATTRIBUTE_FIELDS, mouth_open=1.0), S)
+  mouth = sf.landmarks5(ident, front, S)[0, 3:].mean(0).astype(int)
+  y0, x0 = mouth[1] - 4, mouth[0] - 6
+  assert np.abs(smile[y0:y0 + 8, x0:x0 + 12].astype(int) -
+                img_f[0, y0:y0 + 8, x0:x0 + 12].astype(int)).sum(-1).max() > 60
+  glasses = sf.render(ident[0], sf.replace_fields(front[0], sf.ATTRIBUTE_FIELDS, occluder=1,
+                                                  occ_r=0.05, occ_g=0.05, occ_b=0.05), S)
+  assert np.abs(glasses.astype(int) - img_f[0].astype(int)).sum(-1).max() > 100
+
+
+def test_changing_identity_keeps_pose_and_changes_face():
+  atts = _attributes(7, **_FRONTAL)
+  for yaw, roll in ((0.0, 0.0), (0.4, 0.2)):
+    att = sf.replace_fields(atts, sf.ATTRIBUTE_FIELDS, yaw=yaw, roll=roll)
+    ids = np.stack([_identity(10), _identity(11)])
+    imgs, masks = sf.render_batch(ids, np.stack([att, att]), S, return_face_mask=True)
+    # The head sits where the attributes put it, whoever it is.
+    assert np.linalg.norm(_centroid(masks[0]) - _centroid(masks[1])) < 0.05 * S
+    lm = sf.landmarks5(ids, np.stack([att, att]), S)
+    assert np.linalg.norm(lm[0].mean(0) - lm[1].mean(0)) < 0.08 * S
+    # Background corners (attribute-only) are identical; the face differs.
+    np.testing.assert_array_equal(imgs[0, :3, :3], imgs[1, :3, :3])
+    face = (masks[0] > 0.99) & (masks[1] > 0.99)
+    diff = np.abs(imgs[0].astype(int) - imgs[1].astype(int)).sum(-1)
+    assert diff[face].mean() > 20
+
+
+def test_identity_variation_exceeds_attribute_variation():
+  """Nearest-neighbour identification on raw pixels of frontal faces: the renderer keeps
+  identity cues (colours, shapes) stronger than expression/light/background changes."""
+  n, per = 12, 3
+  ids = np.stack([_identity(i, 'nn') for i in range(n)])
+  atts = [sf.replace_fields(_attributes(i, j, 'nn'), sf.ATTRIBUTE_FIELDS,
+                            **dict(_FRONTAL, bg_r=0.5, bg_g=0.5, bg_b=0.5, bg2_r=0.5,
+                                   bg2_g=0.5, bg2_b=0.5))
+          for i in range(n) for j in range(per)]
+  imgs = sf.render_batch(np.repeat(ids, per, 0), np.stack(atts), 32).reshape(n * per, -1)
+  imgs = imgs.astype(np.float32)
+  dist = ((imgs[:, None] - imgs[None]) ** 2).sum(-1)
+  np.fill_diagonal(dist, np.inf)
+  labels = np.repeat(np.arange(n), per)
+  accuracy = (labels[dist.argmin(1)] == labels).mean()
+  assert accuracy >= 0.9, accuracy
+
+
+def test_render_rejects_bad_shapes():
+  with pytest.raises(ValueError):
+    sf.render_batch(np.zeros((2, 3), np.float32), np.zeros((2, sf.ATTRIBUTE_DIM)), S)
+
+
+def test_feature_windows_never_clip(monkeypatch):
+  """Layers are evaluated only inside per-batch windows; evaluating them on the whole image
+  must give the same pixels."""
+  n = 24
+  ids = np.stack([_identity(i, 'w') for i in range(n)])
+  atts = np.stack([_attributes(i, 0, 'w') for i in range(n)])
+  windowed = sf.render_batch(ids, atts, 48)
+  monkeypatch.setattr(sf._Canvas, 'window', lambda self, centre, radius: self.full())
+  np.testing.assert_array_equal(sf.render_batch(ids, atts, 48), windowed)

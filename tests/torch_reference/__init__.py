@@ -1,0 +1,1 @@
+"""Independent PyTorch (NCHW) reference models for parity tests and the benchmark."""

@@ -1,0 +1,151 @@
+"""synthetic_faces: procedural faces with known identity and attributes, and ground-truth swaps.
+
+Built offline from fsjax.data.synthetic_faces (no download, no TensorFlow):
+
+  fsjax build synthetic_faces/64
+  tfds build tfds_builders/synthetic_faces --config=64     # the same through the TFDS CLI
+
+Configs '64', '128', '256' and '112' hold single faces (splits 'train' and 'test', the test
+identities never appear in train); 'pairs64', 'pairs128' and 'pairs256' hold (source, target,
+swap) triples where swap = render(identity of source, attributes of target) is the correct
+face swap.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from fsjax.data import synthetic_faces
+from fsjax.data import tfds_utils
+
+
+@dataclasses.dataclass
+class SyntheticFacesConfig(tfds.core.BuilderConfig):
+  """How many faces to render, at which size.
+
+  Attributes:
+    size: image side in pixels.
+    pairs: False: single faces with labels; True: (source, target, swap) triples.
+    seed: everything is a pure function of (seed, split, index).
+    train_identities / test_identities: identities per split (single-face configs).
+    images_per_identity: images (attribute draws) per identity.
+    train_pairs / test_pairs: triples per split (pair configs; 0 leaves the split out). Test
+      pairs use the held-out test identities.
+    batch_size: images rendered per vectorised call (one task of a worker process).
+    num_workers: worker processes rendering in parallel (0: the CPU count, at most 8; 1: in
+      the building process). Results do not depend on it.
+  """
+  size: int = 64
+  pairs: bool = False
+  seed: int = 0
+  train_identities: int = 3000
+  test_identities: int = 300
+  images_per_identity: int = 6
+  train_pairs: int = 2000
+  test_pairs: int = 1000
+  batch_size: int = 64
+  num_workers: int = 0
+
+
+def _faces_config(size: int) -> SyntheticFacesConfig:
+  return SyntheticFacesConfig(
+      name=str(size), size=size,
+      description=f'{size}x{size} synthetic faces: 3000 train and 300 held-out test identities, '
+      '6 images each, with identity and attribute parameters.')
+
+
+def _pairs_config(size: int) -> SyntheticFacesConfig:
+  return SyntheticFacesConfig(
+      name=f'pairs{size}', size=size, pairs=True,
+      description=f'{size}x{size} (source, target, ground-truth swap) triples: 2000 train '
+      'pairs, 1000 test pairs of held-out identities.')
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """DatasetBuilder for synthetic_faces."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  BUILDER_CONFIGS = [_faces_config(64), _faces_config(128), _faces_config(256),
+                     _faces_config(112), _pairs_config(64), _pairs_config(128),
+                     _pairs_config(256)]
+  DEFAULT_BUILDER_CONFIG_NAME = '64'
+
+  def __init__(self, *, file_format=None, **kwargs):
+    super().__init__(file_format=file_format, **kwargs)
+    tfds_utils.prefer_array_record(self, file_format)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    cfg = self.builder_config
+    image = lambda: tfds.features.Image(shape=(cfg.size, cfg.size, 3), encoding_format='png')
+    id_params = tfds.features.Tensor(shape=(synthetic_faces.IDENTITY_DIM,), dtype=np.float32)
+    att_params = tfds.features.Tensor(shape=(synthetic_faces.ATTRIBUTE_DIM,), dtype=np.float32)
+    if cfg.pairs:
+      features = {
+          'source': image(),
+          'target': image(),
+          'swap': image(),
+          'source_label': np.int64,
+          'target_label': np.int64,
+          'identity_params': id_params,  # of source (and swap)
+          'attribute_params': att_params,  # of target (and swap)
+      }
+      keys = None
+    else:
+      features = {
+          'image': image(),
+          'label': np.int64,
+          'identity_params': id_params,
+          'attribute_params': att_params,
+      }
+      keys = ('image', 'label')
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict(features),
+        supervised_keys=keys,
+    )
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    del dl_manager  # Nothing to download.
+    cfg = self.builder_config
+    if cfg.pairs:
+      splits = {}
+      if cfg.train_pairs:
+        splits['train'] = self._generate_examples('train', cfg.train_pairs)
+      if cfg.test_pairs:
+        splits['test'] = self._generate_examples('test', cfg.test_pairs)
+      return splits
+    return {
+        'train': self._generate_examples('train', cfg.train_identities),
+        'test': self._generate_examples('test', cfg.test_identities),
+    }
+
+  def _generate_examples(self, split: str, count: int):
+    """Yields (key, example): count identities (faces) or count triples (pairs)."""
+    if self.builder_config.pairs:
+      return self._generate_pairs(split, count)
+    return self._generate_faces(split, count)
+
+  def _label_offset(self, split: str) -> int:
+    """Labels are unique across splits: test identities follow the train ones."""
+    return 0 if split == 'train' else self.builder_config.train_identities
+
+  def _records(self, fn, split: str, total: int, *args):
+    """Yields the (key, example) records 0..total-1 made by fn in batches (in parallel)."""
+    cfg = self.builder_config
+    tasks = [(cfg.seed, split, cfg.size, *args, self._label_offset(split), start,
+              min(start + cfg.batch_size, total)) for start in range(0, total, cfg.batch_size)]
+    workers = cfg.num_workers or tfds_utils.default_num_workers()
+    for records in tfds_utils.ordered_map(fn, tasks, workers):
+      yield from records
+
+  def _generate_faces(self, split: str, num_identities: int):
+    """Yields (key, example) for each image of each identity of the split."""
+    per = self.builder_config.images_per_identity
+    return self._records(synthetic_faces.face_records, split, num_identities * per, per)
+
+  def _generate_pairs(self, split: str, num_pairs: int):
+    """Yields (key, triple): source and target of different identities, and the true swap."""
+    cfg = self.builder_config
+    pool = cfg.train_identities if split == 'train' else cfg.test_identities
+    return self._records(synthetic_faces.pair_records, split, num_pairs, pool)
