@@ -1,0 +1,93 @@
+"""ArcFace on synthetic identities (synthetic_faces/112): a small IResNet trained on CPU.
+
+Run (the dataset is rendered on first use, ~3-4 min):
+
+  fsjax train-arcface --config configs/arcface_synthetic.py --workdir /work/runs/arcface_synthetic
+
+It trains on the 3000 'train' identities (6 images each) and verifies on pairs of the
+300 held-out 'test' identities. The encoder is written to WORKDIR/identity (alignment
+'ffhq': synthetic faces are framed like FFHQ crops, identity crop mode 'resize'); point
+AEI-Net at it with --config.identity.checkpoint=WORKDIR/identity (configs/synthetic.py
+trains it by itself when missing).
+
+Recorded result (2026-11-26, the command above, 2-core CPU shared with other jobs, load
+5-10): 650 steps x 64 images (2.3 epochs) in 1089 s wall; on 6000 pairs (3000 same /
+3000 different) of the 300 unseen test identities: verification accuracy 97.07% (10-fold,
++-0.60%), best-threshold 97.13%, TAR@FAR=1e-3 0.665. The issue's 99% target is NOT met in
+this budget: train accuracy is still rising (0.64 at the end); GPU sweeps of the same
+budget (s/m, SGD vs AdamW, width 8-16, depth, batch, margin warm-up) plateaued at 94-96.5%.
+"""
+
+import ml_collections
+
+
+def get_config():
+  """Returns the synthetic-identity ArcFace configuration."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # IResNet: 1 block per stage, widths 8/16/32/64, 128-d embedding.
+  config.model = ml_collections.ConfigDict()
+  config.model.arch = 'tiny'  # base layout from fsjax.models.arcface.ARCHS
+  config.model.layers = (1, 1, 1, 1)  # () = the arch's
+  config.model.width = 8  # 0 = the arch's
+  config.model.embedding_dim = 128  # 0 = the arch's
+  config.model.bn_eps = 1e-5
+  config.model.dtype = 'float32'
+
+  config.loss = ml_collections.ConfigDict()
+  # s and m tuned for 3000 classes and a ~2-epoch CPU budget (s = 64, m = 0.5, the
+  # arcface_torch values for ~100K+ identities, stall here: see README); the AdaCos
+  # rule s ~ sqrt(2) ln(C - 1) gives 11 for C = 3000.
+  config.loss.scale = 16.0  # s
+  config.loss.margin = 0.3  # m (additive angular)
+  config.loss.easy_margin = False
+  config.loss.margin_warmup_steps = 200  # ramp m from 0 (0 = off)
+
+  config.fc = ml_collections.ConfigDict()
+  config.fc.num_classes = 0  # 0 = max label + 1
+  config.fc.shard = 'auto'  # class matrix split over devices: 'auto' | 'always' | 'never'
+  config.fc.shard_min_classes = 50_000  # 'auto' shards from this many classes
+  config.fc.sample_rate = 1.0  # partial FC (needs shard='always'); 0.1 for millions of ids
+  config.fc.init_std = 0.01
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'adamw'  # 'sgd' (arcface_torch) | 'adamw'
+  config.optimizer.learning_rate = 3e-3
+  config.optimizer.momentum = 0.9
+  config.optimizer.weight_decay = 0.05  # (sgd: 5e-4)
+  config.optimizer.schedule = 'poly'  # 'poly' (power 2) | 'cosine' | 'constant'
+  config.optimizer.poly_power = 2.0
+  config.optimizer.warmup_steps = 50
+  config.optimizer.grad_clip_norm = 5.0  # backbone only, as arcface_torch
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = 'synthetic_faces/112'
+  config.dataset.data_dir = ''
+  config.dataset.manual_dir = ''
+  config.dataset.split = 'train'
+  config.dataset.alignment = 'ffhq'  # recorded in identity.json (crop mode 'resize')
+  config.dataset.flip = True
+  config.dataset.color_jitter = 0.0
+  config.dataset.num_workers = 0
+  config.dataset.prefetch = 2
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.split = 'test'  # held-out identities
+  config.eval.num_pairs = 3000  # positives (of 4500 available) and as many negatives
+  config.eval.folds = 10
+  config.eval.far = 1e-3
+  config.eval.flip = True
+  config.eval.batch_size = 100
+  config.eval.max_images = 0  # 0 = every image of the split
+  config.eval.seed = 0
+
+  config.per_device_batch_size = 64
+  config.num_train_steps = 650
+  config.log_every_steps = 50
+  config.eval_every_steps = 0  # 0 = only at the end
+  config.checkpoint_every_steps = 200
+  config.keep_checkpoints = 2
+  config.max_nonfinite_steps = 20
+  config.export_dir = ''  # '' = WORKDIR/identity
+  return config

@@ -1,0 +1,44 @@
+"""fsjax export: write a self-contained swapper (EMA generator + identity encoder + config).
+
+  fsjax export --workdir TRAIN_WORKDIR --output EXPORT_DIR [--step N] [--overwrite]
+
+The export loads with `fsjax.load_swapper(EXPORT_DIR)` or `fsjax swap --checkpoint
+EXPORT_DIR` without the training code. Swaps made from it are marked as synthetic media
+(see `fsjax swap --help`).
+"""
+
+import json
+import os
+import sys
+
+from absl import flags
+from absl import logging
+
+from fsjax import export
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (or an export to copy).')
+_OUTPUT = flags.DEFINE_string('output', None, 'Export directory to create.')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest readable).')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing --output.')
+
+
+def main(argv):
+  def fail(message):
+    print(f'fsjax export: error: {" ".join(str(message).split())}', file=sys.stderr)
+    return 2
+
+  if len(argv) > 1:
+    return fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not _WORKDIR.value or not _OUTPUT.value:
+    return fail('give --workdir and --output (see fsjax export --help)')
+  logging.set_verbosity(logging.ERROR)
+  try:
+    out = export.export_swapper(_WORKDIR.value, _OUTPUT.value, step=_STEP.value,
+                                overwrite=_OVERWRITE.value)
+  except export.ExportError as e:
+    return fail(str(e))
+  with open(os.path.join(out, export.META_FILE)) as f:
+    meta = json.load(f)
+  print(f'exported {out}: {meta["image_size"]} px, alignment {meta["alignment"]}, '
+        f'step {meta["source"].get("step")}')
+  return 0
