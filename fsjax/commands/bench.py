@@ -75,7 +75,7 @@ def main(argv):
         f"jax {env['jax_version']}")
   print(out['table'])
   if _JSON.value:
-    out = dict(out, command=' '.join(['fsjax', 'bench'] + sys.argv[1:]))
+    out = dict(out, command=' '.join(['fsjax'] + sys.argv[1:]))
     with open(_JSON.value, 'w') as f:
       json.dump(out, f, indent=1, default=str)
     print(f'wrote {_JSON.value}')
