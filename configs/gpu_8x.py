@@ -1,4 +1,4 @@
-"""The paper model (256 px) on one host with 8 GPUs, or several such hosts.
+r"""The paper model (256 px) on one host with 8 GPUs, or several such hosts.
 
 Run (one host):
   fsjax train --config configs/gpu_8x.py --workdir /runs/fs256_gpu \

@@ -1,4 +1,4 @@
-"""The paper model (256 px) on a TPU pod slice, e.g. v5e-64 (16 hosts x 4 chips) or v4-64.
+r"""The paper model (256 px) on a TPU pod slice, e.g. v5e-64 (16 hosts x 4 chips) or v4-64.
 
 Run (the same command on every host of the slice; jax.distributed is auto-detected):
   gcloud compute tpus tpu-vm ssh NAME --worker=all --command="fsjax train \

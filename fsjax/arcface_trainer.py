@@ -234,10 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         ckpt.save(step, state, data_iter, config)
         logging.info('stopping at step %d (stop_after); run again to resume', step)
         break
-      if preemption.reached(step):
-        logging.warning('SIGTERM: saving a checkpoint of step %d and stopping', step)
-        ckpt.save(step, state, data_iter, config)
-        ckpt.wait()
+      if preemption.checkpoint_if_reached(step, ckpt, state, data_iter, config):
         break
     out = None
     if step >= num_steps:
@@ -257,11 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         logging.info('identity encoder written to %s', out)
     writer.flush()
   finally:
-    preemption.close()
-    ckpt.close()
-    writer.close()
-    if hasattr(data_iter, 'close'):
-      data_iter.close()
+    aei_trainer.close_run(preemption, ckpt, writer, data_iter)
   return {'step': step, 'start_step': start_step, 'identity_dir': out, 'eval': result,
           'train': last_train, 'wall_s': time.time() - start_time, 'state': state}
 

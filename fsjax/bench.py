@@ -308,7 +308,8 @@ def identity_layout(config: ml_collections.ConfigDict) -> dict[str, Any]:
     spec.loader.exec_module(module)
     model = module.get_config().model
     layers, width, dim = arcface.ARCHS[model.get('arch', 'tiny')]
-    return {'layers': tuple(model.get('layers') or layers), 'width': int(model.get('width') or width),
+    return {'layers': tuple(model.get('layers') or layers),
+            'width': int(model.get('width') or width),
             'embedding_dim': int(model.get('embedding_dim') or dim),
             'bn_eps': float(model.get('bn_eps', 1e-5))}
   layers, width, dim = arcface.ARCHS[ident.arch]

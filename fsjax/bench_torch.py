@@ -109,7 +109,8 @@ def build_step(config: ml_collections.ConfigDict, device, variant: str = 'eager'
   torch.manual_seed(int(config.seed))
   memory_format = (torch.channels_last if variant == 'eager_channels_last'
                    else torch.contiguous_format)
-  gen = aei.init_weights(aei.from_model_config(config.model)).to(device, memory_format=memory_format)
+  gen = aei.init_weights(aei.from_model_config(config.model)).to(
+      device, memory_format=memory_format)
   disc = disc_ref.init_weights(disc_ref.from_config(config.discriminator)).to(
       device, memory_format=memory_format)
   layout = bench.identity_layout(config)

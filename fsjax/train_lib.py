@@ -218,7 +218,12 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, models
     TrainState at step 0 (ema_params = g_params).
   """
   rng = _raw_key(rng)
-  g_rng, d_rng, state_rng = jax.random.split(rng, 3)
+  init_rng, state_rng = jax.random.split(rng)
+  # Initialisers draw their bits with XLA's RngBitGenerator ('unsafe_rbg' keys): the
+  # threefry default makes XLA compile one hash per parameter, minutes on a CPU for the
+  # paper model. The training RNG (state.rng) stays a default threefry key.
+  init_key = jax.random.wrap_key_data(jnp.tile(init_rng, 2), impl='unsafe_rbg')
+  g_rng, d_rng = jax.random.split(init_key)
   s = int(config.image_size)
   x = jnp.zeros((1, s, s, 3), jnp.float32)
   z = jnp.zeros((1, int(config.model.id_dim)), jnp.float32)

@@ -221,6 +221,26 @@ class PreemptionWatcher:
       signal.signal(signal.SIGTERM, self._previous)
       self._previous = None
 
+  def checkpoint_if_reached(self, step: int, ckpt: checkpointing.Checkpointer, state: Any,
+                            data_iter: Any, config: ml_collections.ConfigDict) -> bool:
+    """After SIGTERM: saves a checkpoint of `step`, waits for it and returns True (stop)."""
+    if not self.reached(step):
+      return False
+    logging.warning('SIGTERM: saving a checkpoint of step %d and stopping', step)
+    ckpt.save(step, state, data_iter, config)
+    ckpt.wait()
+    return True
+
+
+def close_run(preemption: PreemptionWatcher, ckpt: checkpointing.Checkpointer,
+              writer: metric_logging.MetricWriter, data_iter: Any) -> None:
+  """Releases what a training loop opened: SIGTERM handler, checkpointer, writer, data."""
+  preemption.close()
+  ckpt.close()
+  writer.close()
+  if hasattr(data_iter, 'close'):
+    data_iter.close()
+
 
 def init_state(config: ml_collections.ConfigDict, mesh, models: train_lib.Models, g_tx, d_tx):
   """Fresh TrainState, replicated on `mesh` (computed by every host from config.seed)."""
@@ -365,18 +385,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if (ckpt_every and step % ckpt_every == 0) or is_last:
         _check_nonfinite(state, max_nonfinite, step)
         ckpt.save(step, state, data_iter, config)
-      if preemption.reached(step):
-        logging.warning('SIGTERM: saving a checkpoint of step %d and stopping', step)
-        ckpt.save(step, state, data_iter, config)
-        ckpt.wait()
+      if preemption.checkpoint_if_reached(step, ckpt, state, data_iter, config):
         break
     writer.flush()
   finally:
-    preemption.close()
-    ckpt.close()
-    writer.close()
-    if hasattr(data_iter, 'close'):
-      data_iter.close()
+    close_run(preemption, ckpt, writer, data_iter)
   return state
 
 

@@ -12,7 +12,8 @@
 #     -d build/gpu_bench_wheels clu==0.0.12 ml_collections==1.1.0).
 # Writes to $OUT: env.txt, bench.json (written after each measurement, so a run cut by
 # LIMIT_S keeps what it finished), log.txt, and a top-ops summary of a JAX profile.
-# Test it on CPU with: CONFIG=configs/tiny.py DTYPE=float32 BATCH=2 STEPS=2 bash scripts/gpu_bench.sh
+# Test it on CPU with:
+#   CONFIG=configs/tiny.py DTYPE=float32 BATCH=2 STEPS=2 bash scripts/gpu_bench.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_bench}
@@ -41,7 +42,9 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm \
     --format=csv 2>/dev/null || echo 'no nvidia-smi'
   nproc; uptime
-  $PY -c 'import jax, flax, optax, torch; print("jax", jax.__version__, jax.devices(), "flax", flax.__version__, "optax", optax.__version__, "torch", torch.__version__, torch.cuda.is_available())'
+  $PY -c 'import jax, flax, optax, torch
+print("jax", jax.__version__, jax.devices(), "flax", flax.__version__, "optax", optax.__version__,
+      "torch", torch.__version__, torch.cuda.is_available())'
 } 2>&1 | tee "$OUT/env.txt"
 
 # Run 1 (the one that matters): JAX at BATCH with a profile, PyTorch eager NCHW and
@@ -100,7 +103,8 @@ if isinstance(prof, dict):
   print(f"profile: {prof['total_ms']:.1f} ms of ops in 3 steps; by category: " + ', '.join(
       f'{k} {100 * v:.1f}%' for k, v in prof['categories'].items()))
   for o in prof['ops'][:20]:
-    print(f"  {100 * o['share']:5.1f}% {o['total_ms']:8.2f} ms x{o['count']:<3} {o['name'][:28]:<28} {o['source'][-70:]}")
+    print(f"  {100 * o['share']:5.1f}% {o['total_ms']:8.2f} ms x{o['count']:<3} "
+          f"{o['name'][:28]:<28} {o['source'][-60:]}")
 elif prof:
   print(prof)
 EOF

@@ -38,6 +38,13 @@ def test_param_counts_small_archs():
     assert _flax_param_count(arch) + dim == torch_count, arch
 
 
+def test_arch_name_names_the_layout():
+  assert arcface.arch_name((3, 4, 14, 3), 64, 512) == 'r50'
+  # The synthetic-identity encoder: the tiny layout with a 128-d embedding.
+  assert arcface.arch_name((1, 1, 1, 1), 8, 128) == 'tiny-128d'
+  assert arcface.arch_name((1, 1, 1, 1), 16, 128) == 'custom'
+
+
 def test_features_bn_has_no_trainable_scale():
   model = arcface.iresnet('tiny')
   variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 112, 112, 3)))

@@ -2,13 +2,15 @@
 
 All on the tiny config at batch 1 per device with a random identity encoder. The
 compiled programs are shared through a persistent JAX compilation cache (one per
-test session), so the subprocess runs reuse what the in-process run compiled.
+test session; FSJAX_TEST_JAX_CACHE=DIR keeps it between sessions), so the subprocess
+runs reuse what the in-process run compiled.
 
   1. 3+ steps of the real loop: losses finite, params change, checkpoints, samples, TB.
   2. The step on 4 devices == the step on 1 device with the same global batch.
   3. SIGKILL after a checkpoint + restart == an uninterrupted run, bit for bit.
   4. SIGTERM mid-run (real TFDS data): checkpoint of the current step, exit code 0.
-  5. Two processes (jax.distributed over loopback, gloo, 2 CPU devices each).
+  5. Two processes (jax.distributed over loopback, gloo, 2 CPU devices each; a smaller
+     'micro' model, as both processes compile their own program).
   6. A batch with NaN pixels is skipped and counted; the next step trains.
 """
 
@@ -203,25 +205,19 @@ def test_sharded_step_equals_single_device_step(step_setup):
   for name in ('g_batch_stats', 'd_batch_stats', 'ema_params'):
     for a, b in zip(jax.tree.leaves(getattr(state4, name)), jax.tree.leaves(getattr(state1, name))):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
-  # Parameters after SGD(1.0) = params - grads, so they compare the gradients. Float32
-  # summation order matters here: the same single-device step on the batch in reverse
-  # order (mathematically identical) is the noise floor. The 4-device gradient must agree
-  # with the 1-device one to 1e-5 relative to the gradient norm, or be well under that
-  # floor (measured: G 1.5e-5 vs floor 3.2e-4).
-  reversed_batch = {k: v[::-1].copy() for k, v in step_setup['batch'].items()}
-  state_rev, m_rev = _run(step_setup, 1, start, reversed_batch)
-  for k in m1:
-    np.testing.assert_allclose(m_rev[k], m1[k], rtol=1e-4, atol=1e-6, err_msg=k)
-  rel, floor = {}, {}
+  # Parameters after SGD(1.0) = params - grads, so they compare the gradients: they agree
+  # to float32 rounding through ~30 layers (batch 1 vs 4 per conv changes XLA's
+  # accumulation order everywhere): measured |g4 - g1| / |g| = 1.4e-5 (G), 3.6e-6 (D).
+  # Anything unsynchronised (batch-norm statistics, a per-device mean) would be O(1e-2+).
+  rel, worst = {}, {}
   for name in ('g_params', 'd_params'):
-    before, four, one, rev = (jax.tree.leaves(getattr(st, name))
-                              for st in (start, state4, state1, state_rev))
+    before, four, one = (jax.tree.leaves(getattr(st, name)) for st in (start, state4, state1))
     norm = _distance(before, one)
     np.testing.assert_allclose(norm, m1[name[0] + '_grad_norm'], rtol=1e-4)
     rel[name] = _distance(four, one) / norm
-    floor[name] = _distance(rev, one) / norm
-    assert rel[name] < max(1e-5, 0.25 * floor[name]), (name, rel, floor)
-  print('|grad(4 devices) - grad(1 device)| / |grad|:', rel, '; reversed-batch floor:', floor)
+    worst[name] = max(float(np.max(np.abs(a - b))) for a, b in zip(four, one))
+    assert rel[name] < 5e-5, (name, rel)
+  print('|grad(4 devices) - grad(1 device)| / |grad|:', rel, '; max elementwise:', worst)
   # The batch statistics really moved (so their equality means something).
   assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(start.g_batch_stats),
                                                    jax.tree.leaves(state1.g_batch_stats)))
@@ -378,9 +374,10 @@ def _free_port():
 
 def test_two_processes_train_in_lockstep(jax_cache, tmp_path):
   port = _free_port()
-  procs = [_start(['--workdir', tmp_path / 'run', '--steps', 2, '--checkpoint_every', 2,
-                   '--devices', 2, '--coordinator', f'127.0.0.1:{port}', '--num_processes', 2,
-                   '--process_id', i], jax_cache, tmp_path / f'proc{i}.log') for i in range(2)]
+  args = ['--workdir', tmp_path / 'run', '--steps', 2, '--checkpoint_every', 2, '--devices', 2,
+          '--coordinator', f'127.0.0.1:{port}', '--num_processes', 2, '--micro']
+  procs = [_start(args + ['--process_id', i], jax_cache, tmp_path / f'proc{i}.log')
+           for i in range(2)]
   results = [_finish(p, timeout=900) for p in procs]
   assert [r[1] for r in results] == [2, 2]
   assert results[0][0] == results[1][0], 'processes hold different parameters'

@@ -4,7 +4,7 @@ multi-process tests).
 
 As a script:
   python tests/train_helpers.py --workdir W --steps N [--devices 4] [--checkpoint_every K]
-      [--coordinator 127.0.0.1:PORT --num_processes 2 --process_id I]
+      [--coordinator 127.0.0.1:PORT --num_processes 2 --process_id I] [--micro]
 prints 'STEP_DONE <k>' lines while training (log_every_steps = 1) and
 'PARAMS_DIGEST <sha256>' of the final state on success.
 """
@@ -17,8 +17,13 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_config(steps: int = 3, checkpoint_every: int = 2, sample_every: int = 0):
-  """configs/tiny.py at batch 1 per device, random identity encoder, logs every step."""
+def test_config(steps: int = 3, checkpoint_every: int = 2, sample_every: int = 0,
+                micro: bool = False):
+  """configs/tiny.py at batch 1 per device, random identity encoder, logs every step.
+
+  micro=True shrinks it further (16 px, 3 encoder levels, 1-scale D): about half the
+  compile time, for tests of the machinery rather than the model.
+  """
   if REPO not in sys.path:
     sys.path.insert(0, REPO)
   from configs import tiny  # pylint: disable=g-import-not-at-top
@@ -32,6 +37,12 @@ def test_config(steps: int = 3, checkpoint_every: int = 2, sample_every: int = 0
   config.identity.allow_random = True
   config.dataset.num_workers = 0
   config.dataset.prefetch = 1
+  if micro:
+    config.image_size = 16
+    config.model.attr_channels = (4, 8, 16)
+    config.model.gen_channels = (16, 16, 8, 8)
+    config.discriminator.num_d = 1
+    config.discriminator.n_layers = 2
   return config
 
 
@@ -92,6 +103,7 @@ def main():
   parser.add_argument('--coordinator', default='')
   parser.add_argument('--num_processes', type=int, default=None)
   parser.add_argument('--process_id', type=int, default=None)
+  parser.add_argument('--micro', action='store_true', help='test_config(micro=True)')
   args = parser.parse_args()
 
   flags = [f for f in os.environ.get('XLA_FLAGS', '').split()
@@ -124,8 +136,10 @@ def main():
   for noisy in ('absl', 'jax', 'orbax'):
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
-  config = test_config(steps=args.steps, checkpoint_every=args.checkpoint_every)
-  state = trainer.train_and_evaluate(config, args.workdir, data_source=fake_source())
+  config = test_config(steps=args.steps, checkpoint_every=args.checkpoint_every,
+                       micro=args.micro)
+  source = fake_source(size=config.image_size)
+  state = trainer.train_and_evaluate(config, args.workdir, data_source=source)
   print('PARAMS_DIGEST', state_digest(state), 'STEP', int(trainer.to_host(state.step)),
         'PROCESS', jax.process_index(), flush=True)
 

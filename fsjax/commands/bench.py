@@ -2,8 +2,9 @@
 
 Examples:
   fsjax bench --config configs/tiny.py --mode train --compare_torch --steps 20
-  fsjax bench --config configs/default.py --mode train --compare_torch \
+  fsjax bench --config configs/default.py --mode train --compare_torch
     --config.model.dtype=bfloat16 --config.per_device_batch_size=32 --json /tmp/b.json
+    (one command line)
   fsjax bench --config configs/tiny.py --mode train,data,swap --swap_batches=1,32
 
 --mode takes one mode or a comma-separated list (run in one process, so `data` can

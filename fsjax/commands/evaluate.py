@@ -10,12 +10,12 @@ training loss), and the error to the ground-truth swap against returning X_t or 
 eval_grid.png shows X_s | X_t | Y | ground truth.
 """
 
-import sys
 
 from absl import flags
 
 from fsjax import evaluate
 from fsjax import export
+from fsjax.commands import errors
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Training workdir or export directory.')
 _RECOGNIZER = flags.DEFINE_multi_string(
@@ -27,25 +27,21 @@ _OUTPUT = flags.DEFINE_string('output', '', 'Output dir (default <checkpoint>/ev
 
 
 def main(argv):
-  def fail(message):
-    print(f'fsjax eval: error: {" ".join(str(message).split())}', file=sys.stderr)
-    return 2
-
   if len(argv) > 1:
-    return fail(f'unexpected arguments: {" ".join(argv[1:])}')
+    return errors.fail('eval', f'unexpected arguments: {" ".join(argv[1:])}')
   if not _CHECKPOINT.value:
-    return fail('give --checkpoint (a training workdir or an export)')
+    return errors.fail('eval', 'give --checkpoint (a training workdir or an export)')
   recognizers = {}
   for item in _RECOGNIZER.value:
     name, sep, directory = item.partition('=')
     if not sep or not name or not directory:
-      return fail(f'--recognizer wants name=DIR, got {item!r}')
+      return errors.fail('eval', f'--recognizer wants name=DIR, got {item!r}')
     recognizers[name] = directory
   try:
     result = evaluate.run_evaluation(
         _CHECKPOINT.value, pairs_name=_PAIRS.value, data_dir=_DATA_DIR.value,
         num_pairs=_NUM_PAIRS.value, recognizers=recognizers, output_dir=_OUTPUT.value)
   except (export.ExportError, FileNotFoundError, ValueError) as e:
-    return fail(e)
+    return errors.fail('eval', e)
   print(evaluate.format_report(result))
   return 0

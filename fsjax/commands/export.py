@@ -9,12 +9,12 @@ EXPORT_DIR` without the training code. Swaps made from it are marked as syntheti
 
 import json
 import os
-import sys
 
 from absl import flags
 from absl import logging
 
 from fsjax import export
+from fsjax.commands import errors
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (or an export to copy).')
 _OUTPUT = flags.DEFINE_string('output', None, 'Export directory to create.')
@@ -23,20 +23,16 @@ _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing --output
 
 
 def main(argv):
-  def fail(message):
-    print(f'fsjax export: error: {" ".join(str(message).split())}', file=sys.stderr)
-    return 2
-
   if len(argv) > 1:
-    return fail(f'unexpected arguments: {" ".join(argv[1:])}')
+    return errors.fail('export', f'unexpected arguments: {" ".join(argv[1:])}')
   if not _WORKDIR.value or not _OUTPUT.value:
-    return fail('give --workdir and --output (see fsjax export --help)')
+    return errors.fail('export', 'give --workdir and --output (see fsjax export --help)')
   logging.set_verbosity(logging.ERROR)
   try:
     out = export.export_swapper(_WORKDIR.value, _OUTPUT.value, step=_STEP.value,
                                 overwrite=_OVERWRITE.value)
   except export.ExportError as e:
-    return fail(str(e))
+    return errors.fail('export', str(e))
   with open(os.path.join(out, export.META_FILE)) as f:
     meta = json.load(f)
   print(f'exported {out}: {meta["image_size"]} px, alignment {meta["alignment"]}, '

@@ -13,12 +13,12 @@ index that does not exist, a missing or incompatible checkpoint, an unsupported 
 one line `fsjax swap: error: ...` and exits with code 2.
 """
 
-import sys
 
 from absl import flags
 from absl import logging
 
 from fsjax import swap_files
+from fsjax.commands import errors
 
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', None, 'Directory written by `fsjax export` (or a training workdir: the '
@@ -44,20 +44,15 @@ _BATCH_SIZE = flags.DEFINE_integer('batch_size', 8, 'Video frames per model batc
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show video progress (frames/s, ETA).')
 
 
-def _fail(message: str) -> int:
-  print(f'fsjax swap: error: {" ".join(str(message).split())}', file=sys.stderr)
-  return 2
-
-
 def main(argv):
   if len(argv) > 1:
-    return _fail(f'unexpected arguments: {" ".join(argv[1:])}')
+    return errors.fail('swap', f'unexpected arguments: {" ".join(argv[1:])}')
   missing = [name for name, flag in (('--checkpoint', _CHECKPOINT), ('--target', _TARGET),
                                      ('--output', _OUTPUT)) if not flag.value]
   if not _SOURCE.value:
     missing.insert(1, '--source')
   if missing:
-    return _fail(f'missing {", ".join(missing)} (see fsjax swap --help)')
+    return errors.fail('swap', f'missing {", ".join(missing)} (see fsjax swap --help)')
   logging.set_verbosity(logging.ERROR)
   try:
     stats = swap_files.swap_files(
@@ -65,7 +60,7 @@ def main(argv):
         mask_blur=_MASK_BLUR.value, mask_erosion=_MASK_EROSION.value,
         batch_size=_BATCH_SIZE.value, progress=_PROGRESS.value)
   except swap_files.USER_ERRORS as e:
-    return _fail(str(e))
+    return errors.fail('swap', str(e))
   if stats['kind'] == 'video':
     print(f'wrote {stats["output"]}: {stats["frames"]} frames at {stats["fps"]:g} fps, '
           f'{stats["faces_swapped"]} faces swapped, {stats["frames_without_face"]} frames '

@@ -1,4 +1,4 @@
-"""`fsjax train --config configs/X.py --workdir DIR [--config.a.b=v ...]`: train AEI-Net.
+r"""`fsjax train --config configs/X.py --workdir DIR [--config.a.b=v ...]`: train AEI-Net.
 
 Examples:
   fsjax train --config configs/synthetic.py --workdir ~/fsjax_runs/synthetic
@@ -12,32 +12,13 @@ TPU pods are detected automatically (no multi-host flags). Re-running the same c
 resumes from the newest checkpoint in --workdir. The logic lives in fsjax.trainer.
 """
 
-import logging as py_logging
+from fsjax.commands import training_flags
 
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
-
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Training config file (configs/*.py).', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (checkpoints, logs, samples).')
-_COORDINATOR = flags.DEFINE_string(
-    'coordinator_address', '', "Multi-host (GPU clusters): 'host:port' of process 0.")
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: this process, 0-based.')
-flags.mark_flags_as_required(['config', 'workdir'])
+_FLAGS = training_flags.define(__name__, 'Training config file (configs/*.py).',
+                               'Run directory (checkpoints, logs, samples).')
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise ValueError(f'unexpected arguments: {argv[1:]}')
-  # Before anything touches a device.
-  from fsjax import parallel  # pylint: disable=g-import-not-at-top
-  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  logging.set_verbosity(logging.INFO)
-  py_logging.getLogger().setLevel(py_logging.INFO)
-  # fsjax logs through Python logging at INFO; Orbax/JAX internals (absl logger) only warn.
-  for noisy in ('absl', 'jax', 'orbax'):
-    py_logging.getLogger(noisy).setLevel(py_logging.WARNING)
+  training_flags.start(_FLAGS, argv)
   from fsjax import trainer  # pylint: disable=g-import-not-at-top
-  trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  trainer.train_and_evaluate(_FLAGS.config.value, _FLAGS.workdir.value)

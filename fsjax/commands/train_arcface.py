@@ -13,32 +13,16 @@ synthetic_faces is rendered on first use. Re-running the same command resumes fr
 newest checkpoint in --workdir. The logic lives in fsjax.arcface_trainer.
 """
 
-import logging as py_logging
+from fsjax.commands import training_flags
 
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
-
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'ArcFace config file (configs/arcface_*.py).', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (checkpoints, logs, identity/).')
-_COORDINATOR = flags.DEFINE_string(
-    'coordinator_address', '', "Multi-host (GPU clusters): 'host:port' of process 0.")
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: this process, 0-based.')
-flags.mark_flags_as_required(['config', 'workdir'])
+_FLAGS = training_flags.define(__name__, 'ArcFace config file (configs/arcface_*.py).',
+                               'Run directory (checkpoints, logs, identity/).')
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise ValueError(f'unexpected arguments: {argv[1:]}')
-  from fsjax import parallel  # pylint: disable=g-import-not-at-top
-  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  logging.set_verbosity(logging.INFO)
-  for noisy in ('absl', 'jax', 'orbax'):
-    py_logging.getLogger(noisy).setLevel(py_logging.WARNING)
+  training_flags.start(_FLAGS, argv)
   from fsjax import arcface_trainer  # pylint: disable=g-import-not-at-top
-  result = arcface_trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  result = arcface_trainer.train_and_evaluate(_FLAGS.config.value, _FLAGS.workdir.value)
   if result['eval'] is not None:
     ev = result['eval']
     print(f"verification on unseen identities: accuracy {ev['accuracy']:.4f} (10-fold), "

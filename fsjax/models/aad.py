@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fsjax.models import cpu_conv
 from fsjax.models import layers
 
 Dtype = Any
@@ -71,7 +72,8 @@ class AADLayer(nn.Module):
 
     def conv(features, name):
       return nn.Conv(features, (k, k), padding=((p, p), (p, p)), use_bias=True,
-                     kernel_init=layers.conv_init, dtype=self.dtype, name=name)
+                     kernel_init=layers.conv_init, dtype=self.dtype, name=name,
+                     conv_general_dilated=cpu_conv.conv_general_dilated)
 
     def dense(name):
       return nn.Dense(c, kernel_init=layers.dense_init, bias_init=nn.initializers.zeros,
@@ -116,7 +118,8 @@ class AADResBlock(nn.Module):
 
     def conv(features, name):
       return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), use_bias=self.conv_bias,
-                     kernel_init=layers.conv_init, dtype=self.dtype, name=name)
+                     kernel_init=layers.conv_init, dtype=self.dtype, name=name,
+                     conv_general_dilated=cpu_conv.conv_general_dilated)
 
     y = nn.relu(aad('aad1')(h, z_att, z_id, train))
     y = conv(cin, 'conv1')(y)

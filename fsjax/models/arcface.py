@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fsjax.models import cpu_conv
 from fsjax.models import layers as layers_lib
 
 # name -> (blocks per stage, width, embedding size)
@@ -56,7 +57,8 @@ def _conv(features, kernel, strides, name, dtype):
   pad = (kernel - 1) // 2
   return nn.Conv(features, (kernel, kernel), strides=(strides, strides),
                  padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype,
-                 param_dtype=jnp.float32, name=name)
+                 param_dtype=jnp.float32, name=name,
+                 conv_general_dilated=cpu_conv.conv_general_dilated)
 
 
 class IBasicBlock(nn.Module):
@@ -169,13 +171,11 @@ def iresnet(arch: str, **overrides) -> IResNet:
 
 
 def arch_name(layers: Sequence[int], width: int, embedding_dim: int) -> str:
-  """The ARCHS name of a layout, or 'custom'."""
-  for name, (l, w, d) in ARCHS.items():
-    if tuple(layers) == tuple(l) and width == w and embedding_dim == d:
-      return name
+  """The ARCHS name of a layout ('r50'), with the embedding size when it differs
+  ('tiny-128d'), or 'custom'."""
   for name, (l, w, d) in ARCHS.items():
     if tuple(layers) == tuple(l) and width == w:
-      return name
+      return name if embedding_dim == d else f'{name}-{embedding_dim}d'
   return 'custom'
 
 

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fsjax.models import cpu_conv
 from fsjax.models import layers
 
 Dtype = Any
@@ -42,7 +43,8 @@ class PatchDiscriminator(nn.Module):
 
     def conv(features, stride, name):
       return nn.Conv(features, (4, 4), strides=(stride, stride), padding=((2, 2), (2, 2)),
-                     use_bias=True, kernel_init=_conv_init, dtype=self.dtype, name=name)
+                     use_bias=True, kernel_init=_conv_init, dtype=self.dtype, name=name,
+                     conv_general_dilated=cpu_conv.conv_general_dilated)
 
     def norm(h, name):
       if self.norm == 'instance':

@@ -1,0 +1,12 @@
+"""The one-line error every fsjax subcommand prints for bad input."""
+
+import sys
+
+
+def fail(command: str, message: object) -> int:
+  """Prints 'fsjax COMMAND: error: MESSAGE' (whitespace folded to one line) to stderr.
+
+  Returns 2, the exit status for bad input, so a command can `return fail(...)`.
+  """
+  print(f'fsjax {command}: error: {" ".join(str(message).split())}', file=sys.stderr)
+  return 2

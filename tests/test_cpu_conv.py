@@ -1,0 +1,66 @@
+"""fsjax.models.cpu_conv: the custom weight gradient equals JAX's own, also under shard_map."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+import numpy as np
+import pytest
+
+from fsjax import parallel
+from fsjax.models import cpu_conv
+
+
+@pytest.mark.parametrize('kernel,stride,pad',
+                         [(4, 1, 2), (4, 2, 1), (4, 2, 2), (3, 1, 1), (1, 1, 0)])
+def test_cpu_conv_gradients_match_lax(kernel, stride, pad, monkeypatch):
+  monkeypatch.setattr(cpu_conv, 'IM2COL_MIN_FEATURES', 1)  # im2col for these small convs
+  rs = np.random.RandomState(kernel * 10 + stride)
+  x = jnp.asarray(rs.randn(2, 9, 8, 5), jnp.float32)
+  w = jnp.asarray(rs.randn(kernel, kernel, 5, 3), jnp.float32)
+  padding = ((pad, pad), (pad, pad))
+
+  def loss(conv):
+    return lambda x, w: jnp.sum(jnp.sin(conv(x, w, (stride, stride), padding,
+                                             dimension_numbers=('NHWC', 'HWIO', 'NHWC'))))
+
+  want = jax.grad(loss(jax.lax.conv_general_dilated), (0, 1))(x, w)
+  got = jax.jit(jax.grad(loss(cpu_conv.conv_general_dilated), (0, 1)))(x, w)
+  for a, b in zip(want, got):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_conv_in_shard_map_sums_weight_gradient_over_devices(monkeypatch):
+  monkeypatch.setattr(cpu_conv, 'IM2COL_MIN_FEATURES', 1)
+  mesh = parallel.make_mesh()
+  n = mesh.devices.size
+  x = np.random.RandomState(0).randn(2 * n, 8, 8, 4).astype(np.float32)
+  plain = nn.Conv(6, (4, 4), padding=((2, 2), (2, 2)))
+  fast = nn.Conv(6, (4, 4), padding=((2, 2), (2, 2)),
+                 conv_general_dilated=cpu_conv.conv_general_dilated)
+  params = plain.init(jax.random.PRNGKey(0), x[:1])
+
+  def grads(module):
+    def per_device(p, xb):
+      g = jax.grad(lambda p: jax.lax.pmean(jnp.mean(module.apply(p, xb) ** 2), 'data'))(p)
+      return g
+    fn = parallel.data_parallel(per_device, mesh, in_specs=(P(), P('data')), out_specs=P())
+    return fn(parallel.replicate(params, mesh), parallel.shard_batch({'x': x}, mesh)['x'])
+
+  want, got = grads(plain), grads(fast)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4,
+                                                       atol=1e-5), want, got)
+
+
+def test_cpu_conv_uses_im2col_only_for_deep_outputs():
+  """Below IM2COL_MIN_FEATURES the weight gradient is XLA's own convolution."""
+  x = jnp.ones((2, 8, 8, 4), jnp.float32)
+
+  def grad_jaxpr(features):
+    w = jnp.ones((3, 3, 4, features), jnp.float32)
+    f = lambda w: jnp.sum(cpu_conv.conv_general_dilated(
+        x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+    return str(jax.make_jaxpr(jax.grad(f))(w))
+
+  assert 'dot_general' not in grad_jaxpr(cpu_conv.IM2COL_MIN_FEATURES - 1)
+  assert 'dot_general' in grad_jaxpr(cpu_conv.IM2COL_MIN_FEATURES)
