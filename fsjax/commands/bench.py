@@ -21,6 +21,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from fsjax.commands import errors
+
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Training config file (configs/*.py).', lock_config=True)
 _MODE = flags.DEFINE_string('mode', 'train', "'train', 'swap', 'data', or a comma list of them.")
@@ -68,8 +70,7 @@ def main(argv):
         data_batches=_DATA_BATCHES.value, data_source=_DATA_SOURCE.value,
         profile_dir=_PROFILE_DIR.value, train_json=_TRAIN_JSON.value, json_path=_JSON.value)
   except bench_torch.TorchReferenceUnavailable as e:
-    print(f'fsjax bench: {e}', file=sys.stderr)
-    sys.exit(2)
+    return errors.fail('bench', e)
   env = out['environment']
   print(f"# {env['date']} {env['device_kind']} x{env['num_devices']} ({env['platform']}), "
         f"{env['cpu_count']} CPUs, load {env['load_avg_1m']} -> {env['load_avg_1m_end']}, "

@@ -12,6 +12,7 @@ import sys
 from absl import flags
 
 from fsjax import arcface_convert
+from fsjax.commands import errors
 
 _VERIFY = flags.DEFINE_bool('verify', True, 'Compare source and converted embeddings.')
 _NO_VERIFY = flags.DEFINE_bool('no-verify', False, 'Skip the verification (same as --noverify).')
@@ -33,6 +34,5 @@ def main(argv):
                             bn_eps=_BN_EPS.value, alignment=_ALIGNMENT.value,
                             overwrite=_OVERWRITE.value, num_verify=_VERIFY_INPUTS.value)
   except (arcface_convert.ConversionError, FileExistsError) as e:
-    print(f'fsjax convert-arcface: error: {e}', file=sys.stderr)
-    return 1
+    return errors.fail('convert-arcface', e, status=1)
   return 0

@@ -3,10 +3,10 @@
 import sys
 
 
-def fail(command: str, message: object) -> int:
+def fail(command: str, message: object, status: int = 2) -> int:
   """Prints 'fsjax COMMAND: error: MESSAGE' (whitespace folded to one line) to stderr.
 
-  Returns 2, the exit status for bad input, so a command can `return fail(...)`.
+  Returns `status` (default 2, bad input), so a command can `return fail(...)`.
   """
   print(f'fsjax {command}: error: {" ".join(str(message).split())}', file=sys.stderr)
-  return 2
+  return status

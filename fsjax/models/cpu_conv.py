@@ -85,16 +85,15 @@ def _fwd(x, w, strides, padding):
 
 def _bwd(strides, padding, residuals, dy):
   x, w = residuals
+  if jax.default_backend() != 'cpu' or dy.shape[3] < IM2COL_MIN_FEATURES:
+    return jax.vjp(lambda x_, w_: _conv(x_, w_, strides, padding), x, w)[1](dy)
   dx = jax.vjp(lambda x_: _conv(x_, w, strides, padding), x)[1](dy)[0]
-  if jax.default_backend() == 'cpu' and dy.shape[3] >= IM2COL_MIN_FEATURES:
-    dw = _weight_grad_im2col(x, dy, w.shape[:2], strides, padding).astype(w.dtype)
-    # Inside shard_map JAX's own rule sums an invariant (replicated) weight's gradient
-    # over the devices it varies on (the transpose of the implicit pvary): do the same.
-    extra = tuple(sorted(_varying_axes(dw) - _varying_axes(w)))
-    if extra:
-      dw = lax.psum(dw, extra)
-  else:
-    dw = jax.vjp(lambda w_: _conv(x, w_, strides, padding), w)[1](dy)[0]
+  dw = _weight_grad_im2col(x, dy, w.shape[:2], strides, padding).astype(w.dtype)
+  # Inside shard_map JAX's own rule sums an invariant (replicated) weight's gradient
+  # over the devices it varies on (the transpose of the implicit pvary): do the same.
+  extra = tuple(sorted(_varying_axes(dw) - _varying_axes(w)))
+  if extra:
+    dw = lax.psum(dw, extra)
   return dx, dw
 
 
