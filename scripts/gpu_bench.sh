@@ -1,28 +1,37 @@
 #!/usr/bin/env bash
 # One-shot GPU benchmark: the 256 px paper config (configs/default.py) training step in
-# bfloat16, fsjax (JAX) against the PyTorch reference (eager NCHW, eager channels_last,
-# then torch.compile if the time limit allows), same batch, same GPU, same process.
+# bfloat16, fsjax (JAX) against the PyTorch reference, same batch, same GPU, one call.
 #
-#   OUT=/tmp/gpu_bench BATCH=32 STEPS=20 LIMIT_S=420 bash scripts/gpu_bench.sh
+#   OUT=/tmp/gpu_bench BATCH=32 STEPS=10 LIMIT_S=540 bash scripts/gpu_bench.sh
+#
+# Runs, in order of importance, each only while LIMIT_S leaves time for it (RUNS picks):
+#   A  JAX at BATCH with a profile, then PyTorch eager (NCHW)          -> bench.json
+#   B  JAX at BATCH2 (default 2 x BATCH; largest-batch MFU)             -> bench_b2.json
+#   C  JAX at BATCH from the package in BASE_DIR, if set (an earlier    -> bench_base.json
+#      fsjax, e.g. `git archive HEAD~1 fsjax | tar -x -C build/fsjax_base`), to measure a
+#      change on the same card
+#   D  PyTorch under torch.compile at BATCH (default mode)             -> torch_compile.json
+# then prints a table of every figure and the profile's top ops.
 #
 # Runs from the repository root with the machine's python3 (JAX with CUDA, PyTorch with
 # CUDA). Pure-Python packages that machine lacks (ml_collections, clu) are installed from
 # build/gpu_bench_wheels/ when that folder exists (made on a machine with internet by:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     -d build/gpu_bench_wheels clu==0.0.12 ml_collections==1.1.0).
-# Writes to $OUT: env.txt, bench.json (written after each measurement, so a run cut by
-# LIMIT_S keeps what it finished), log.txt, and a top-ops summary of a JAX profile.
-# Test it on CPU with:
-#   CONFIG=configs/tiny.py DTYPE=float32 BATCH=2 STEPS=2 bash scripts/gpu_bench.sh
+# Each result file is rewritten after every measurement, so a run cut by a time limit
+# keeps what it finished. Test it on CPU with:
+#   CONFIG=configs/tiny.py DTYPE=float32 BATCH=2 STEPS=2 LIMIT_S=900 bash scripts/gpu_bench.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_bench}
 CONFIG=${CONFIG:-configs/default.py}
 DTYPE=${DTYPE:-bfloat16}
 BATCH=${BATCH:-32}
-STEPS=${STEPS:-20}
-LIMIT_S=${LIMIT_S:-420}
-TORCH_COMPILE=${TORCH_COMPILE:-1}
+BATCH2=${BATCH2:-$(( 2 * BATCH ))}
+STEPS=${STEPS:-10}
+LIMIT_S=${LIMIT_S:-540}
+BASE_DIR=${BASE_DIR:-}
+RUNS=${RUNS:-ABCD}  # which of the runs below to do, e.g. RUNS=D for torch.compile alone
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -33,9 +42,10 @@ start=$(date +%s)
 if [ -d build/gpu_bench_wheels ] && ! $PY -c 'import clu, ml_collections' 2>/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/fsjax_site build/gpu_bench_wheels/*.whl || exit 1
-  export PYTHONPATH=/tmp/fsjax_site
+  export PYTHONPATH=/tmp/fsjax_site${PYTHONPATH:+:$PYTHONPATH}
 fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+SITE=${PYTHONPATH:-}
+export PYTHONPATH=$PWD${SITE:+:$SITE}
 
 {
   date -u +%Y-%m-%dT%H:%M:%SZ
@@ -47,66 +57,88 @@ print("jax", jax.__version__, jax.devices(), "flax", flax.__version__, "optax", 
       "torch", torch.__version__, torch.cuda.is_available())'
 } 2>&1 | tee "$OUT/env.txt"
 
-# Run 1 (the one that matters): JAX at BATCH with a profile, PyTorch eager NCHW and
-# channels_last. Run 2, only with time left: JAX and PyTorch at BATCH2 (larger batch,
-# better utilisation), then torch.compile, cut by the time limit if it takes too long.
 left() { echo $(( LIMIT_S - ($(date +%s) - start) - 10 )); }
-timeout --signal=TERM --kill-after=10 "$(left)" \
-  $PY -m fsjax.main bench --config "$CONFIG" --mode train \
-    --config.model.dtype="$DTYPE" --config.per_device_batch_size="$BATCH" \
-    --steps "$STEPS" --warmup 3 --compare_torch --torch_channels_last \
-    --profile_dir /tmp/fsjax_profile --json "$OUT/bench.json" > "$OUT/log.txt" 2>&1
-rc=$?
-grep -v -E '^\s*$|Warning|warn\(' "$OUT/log.txt" | tail -n 30
-echo "run 1 exit code $rc after $(( $(date +%s) - start )) s"
-BATCH2=${BATCH2:-$(( 2 * BATCH ))}
-if [ "$(left)" -gt "${MIN_RUN2_S:-150}" ]; then
-  extra=()
-  [ "$TORCH_COMPILE" = 1 ] && extra+=(--torch_compile)
-  timeout --signal=TERM --kill-after=10 "$(left)" \
-    $PY -m fsjax.main bench --config "$CONFIG" --mode train \
-      --config.model.dtype="$DTYPE" --config.per_device_batch_size="$BATCH2" \
-      --steps "$STEPS" --warmup 3 --compare_torch "${extra[@]}" \
-      --json "$OUT/bench2.json" > "$OUT/log2.txt" 2>&1
-  echo "run 2 exit code $? after $(( $(date +%s) - start )) s"
-  grep -E 'Error|error' "$OUT/log2.txt" | tail -n 3
+# bench NAME NEED_S DIR ARGS...: one `fsjax bench` run with the fsjax package of DIR (run
+# from DIR, since `python -m` puts the working directory first), if NEED_S seconds are left.
+ROOT=$PWD
+bench() {
+  local name=$1 need=$2 dir=$3
+  shift 3
+  [[ $RUNS == *$name* ]] || return 0
+  if [ "$(left)" -lt "$need" ]; then
+    echo "$name: skipped, $(left) s left"
+    return
+  fi
+  (cd "$dir" && PYTHONPATH=$dir${SITE:+:$SITE} timeout --signal=TERM --kill-after=10 "$(left)" \
+    $PY -m fsjax.main bench --config "$ROOT/$CONFIG" --mode train --config.model.dtype="$DTYPE" \
+      --steps "$STEPS" --warmup 3 "$@") > "$OUT/log_$name.txt" 2>&1
+  echo "$name: exit code $? after $(( $(date +%s) - start )) s"
+  grep -E 'Error|error:' "$OUT/log_$name.txt" | tail -n 3
+}
+bench A 0 "$ROOT" --config.per_device_batch_size="$BATCH" --compare_torch \
+  --profile_dir /tmp/fsjax_profile --json "$OUT/bench.json"
+bench B 150 "$ROOT" --config.per_device_batch_size="$BATCH2" --json "$OUT/bench_b2.json"
+if [ -n "$BASE_DIR" ]; then
+  bench C 150 "$ROOT/$BASE_DIR" --config.per_device_batch_size="$BATCH" \
+    --json "$OUT/bench_base.json"
 fi
-# Headline figures and the profile's top ops from the JSON (also when the run was cut).
-$PY - "$OUT/bench.json" "$OUT/bench2.json" <<'EOF'
-import json, sys
-results = []
-for path in sys.argv[1:]:
+if [[ $RUNS == *D* ]] && [ "$(left)" -gt 90 ]; then
+  timeout --signal=TERM --kill-after=10 "$(left)" $PY - "$CONFIG" "$DTYPE" "$BATCH" "$STEPS" \
+      "$OUT/torch_compile.json" > "$OUT/log_D.txt" 2>&1 <<'EOF'
+import importlib.util, json, sys
+from fsjax import bench, bench_torch
+path, dtype, batch, steps, out = sys.argv[1:]
+spec = importlib.util.spec_from_file_location('bench_config', path)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+config = bench.bench_config(module.get_config(), dtype=dtype, per_device_batch_size=int(batch))
+r = bench_torch.bench_train_torch(config, batch_size=int(batch), steps=int(steps), warmup=3,
+                                  variant='compile')
+json.dump({'results': [r]}, open(out, 'w'), indent=1, default=str)
+EOF
+  echo "D: exit code $? after $(( $(date +%s) - start )) s"
+  tail -n 3 "$OUT/log_D.txt"
+fi
+
+# Every figure, side by side, and the profile's top ops (also when a run was cut).
+$PY - "$OUT" <<'EOF'
+import json, os, sys
+out = sys.argv[1]
+jax_flops = jax_a = None
+for name in ('bench.json', 'bench_b2.json', 'bench_base.json', 'torch_compile.json'):
   try:
-    results += json.load(open(path))['results']
+    results = json.load(open(os.path.join(out, name)))['results']
   except (OSError, ValueError) as e:
-    print(f'{path}: {e}')
-jax_r = first_jax = None
-for r in results:
-  if r.get('mode') != 'train':
+    print(f'{name}: {e}')
     continue
-  name = r['framework'] + '/' + r.get('variant', 'jit')
-  mfu = r.get('mfu')
-  print(f"{name:<28} batch {r['global_batch_size']:>3} {r['images_per_s']:>9.1f} img/s  "
-        f"median {1e3 * r['step_s_median']:.1f} ms  p90 {1e3 * r['step_s_p90']:.1f} ms  "
-        f"MFU {100 * mfu:.1f}%  peak mem {(r.get('peak_memory_bytes') or 0) / 2**30:.1f} GiB"
-        if mfu else f"{name:<28} {r['images_per_s']:.1f} img/s")
-  if r['framework'] == 'jax':
-    jax_r = r
-    first_jax = first_jax or r
-    print(f"  compile {r['compile_s']:.1f} s, {(r.get('flops_per_step') or 0) / 1e12:.2f} "
-          f"TFLOP/step (XLA's count {(r.get('flops_per_step_xla') or 0) / 1e12:.2f}), "
-          f"peak {(r.get('peak_flops') or 0) / 1e12:.0f} TFLOP/s ({r.get('peak_source')})")
-  elif jax_r:
-    print(f"  jax / this: {jax_r['images_per_s'] / r['images_per_s']:.2f}x")
-prof = first_jax.get('profile') if first_jax else None
+  for r in results:
+    if r.get('mode') != 'train':
+      continue
+    if r['framework'] == 'jax':
+      jax_flops = jax_flops or r.get('flops_per_step')
+      peak = r.get('peak_flops')
+    mfu = r.get('mfu')
+    if mfu is None and jax_flops and r['global_batch_size'] == (jax_a or {}).get('global_batch_size'):
+      mfu = jax_flops / r['step_s_median'] / peak
+    tag = f"{name}:{r['framework']}/{r.get('variant', 'jit')}"
+    print(f"{tag:<36} batch {r['global_batch_size']:>3} {r['images_per_s']:>8.1f} img/s  "
+          f"median {1e3 * r['step_s_median']:.1f} ms  p90 {1e3 * r['step_s_p90']:.1f} ms  "
+          f"MFU {100 * (mfu or 0):.1f}%  peak mem {(r.get('peak_memory_bytes') or 0) / 2**30:.1f}"
+          f" GiB  compile {r.get('compile_s') or 0:.0f} s")
+    if r['framework'] == 'jax' and name == 'bench.json':
+      jax_a = r
+      print(f"  {(r.get('flops_per_step') or 0) / 1e12:.2f} TFLOP/step, peak "
+            f"{(r.get('peak_flops') or 0) / 1e12:.0f} TFLOP/s ({r.get('peak_source')})")
+    elif jax_a and r['global_batch_size'] == jax_a['global_batch_size'] and r is not jax_a:
+      print(f"  bench.json jax / this: {jax_a['images_per_s'] / r['images_per_s']:.2f}x")
+prof = jax_a.get('profile') if jax_a else None
 if isinstance(prof, dict):
   print(f"profile: {prof['total_ms']:.1f} ms of ops in 3 steps; by category: " + ', '.join(
       f'{k} {100 * v:.1f}%' for k, v in prof['categories'].items()))
-  for o in prof['ops'][:20]:
+  for o in prof['ops'][:25]:
     print(f"  {100 * o['share']:5.1f}% {o['total_ms']:8.2f} ms x{o['count']:<3} "
-          f"{o['name'][:28]:<28} {o['source'][-60:]}")
+          f"{o['name'][:30]:<30} {o['source'][-60:]}")
 elif prof:
   print(prof)
 EOF
-[ -s "$OUT/bench.json" ] && exit 0
-exit $rc
+ls "$OUT"/*.json > /dev/null 2>&1

@@ -64,3 +64,21 @@ def test_cpu_conv_uses_im2col_only_for_deep_outputs():
 
   assert 'dot_general' not in grad_jaxpr(cpu_conv.IM2COL_MIN_FEATURES - 1)
   assert 'dot_general' in grad_jaxpr(cpu_conv.IM2COL_MIN_FEATURES)
+
+
+@pytest.mark.parametrize('features', [3, 128])  # JAX's rule / im2col
+def test_cpu_conv_backward_counts_like_lax(features):
+  """bench.jaxpr_flops of a cpu_conv gradient equals lax's: no dead forward conv traced."""
+  from fsjax import bench  # pylint: disable=g-import-not-at-top
+  x = jnp.ones((2, 8, 8, 16), jnp.float32)
+  w = jnp.ones((3, 3, 16, features), jnp.float32)
+
+  def loss(conv):
+    return lambda x, w: jnp.sum(conv(x, w, (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+
+  flops = [bench.jaxpr_flops(jax.make_jaxpr(jax.value_and_grad(loss(c), (0, 1)))(x, w))
+           for c in (jax.lax.conv_general_dilated, cpu_conv.conv_general_dilated)]
+  one_conv = 2.0 * 2 * 8 * 8 * features * 9 * 16
+  assert flops[0] == pytest.approx(3 * one_conv)  # forward, input and weight gradients
+  assert flops[1] == pytest.approx(flops[0])

@@ -166,6 +166,39 @@ def test_layers_match_torch():
     layers.get_dtype('float8')
 
 
+def test_layer_gradients_and_precision():
+  """The resize's hand-written gradient equals autograd's, also for down-sampling; both
+  layers stay exact (vs float64) where torch's float32 arithmetic drifts."""
+  rs = np.random.RandomState(1)
+  for size_in, size_out in [((5, 7), (10, 14)), ((16, 16), (32, 32)), ((9, 6), (4, 5))]:
+    x = rs.randn(2, *size_in, 3).astype(np.float32)
+    g = rs.randn(2, *size_out, 3).astype(np.float32)
+    xt = torch.tensor(x).permute(0, 3, 1, 2).requires_grad_()
+    ref = F.interpolate(xt, size=size_out, mode='bilinear', align_corners=True)
+    (ref * torch.tensor(g).permute(0, 3, 1, 2)).sum().backward()
+    y, vjp = jax.vjp(lambda a, s=size_out: layers.resize_bilinear_align_corners(a, s),
+                     jnp.asarray(x))
+    _assert_close(y, ref.detach(), 1e-5, f'resize {size_in}->{size_out}')
+    _assert_close(vjp(jnp.asarray(g))[0], xt.grad, 1e-5, f'resize grad {size_in}')
+  # 256 -> 112 (the identity crop): float64 interpolation matrices as the truth.
+  x = rs.randn(1, 256, 256, 2)
+  m = layers._align_corners_matrix(256, 112)
+  truth = np.einsum('oh,pw,bhwc->bopc', m, m, x)
+  got = np.asarray(layers.resize_bilinear_align_corners(jnp.asarray(x, jnp.float32), (112, 112)))
+  assert np.abs(got - truth).max() < 2e-6
+  # Instance norm of a map whose mean is 1e4 x its spread (one-pass moments, shifted).
+  x = (rs.randn(2, 16, 16, 4) * 0.01 + 100.0).astype(np.float32).astype(np.float64)
+  truth = (x - x.mean((1, 2), keepdims=True)) / np.sqrt(x.var((1, 2), keepdims=True) + 1e-5)
+  got = np.asarray(layers.instance_norm(jnp.asarray(x, jnp.float32)))
+  assert np.abs(got - truth).max() < 1e-4
+  gx = jax.grad(lambda a: jnp.sum(layers.instance_norm(a) * jnp.arange(4.0)))(
+      jnp.asarray(x, jnp.float32))
+  xt = torch.tensor(x).permute(0, 3, 1, 2).requires_grad_()  # float64 autograd
+  (F.instance_norm(xt, eps=1e-5) * torch.arange(4.0, dtype=torch.float64).view(1, 4, 1, 1)
+   ).sum().backward()
+  np.testing.assert_allclose(np.asarray(gx), xt.grad.permute(0, 2, 3, 1).numpy(), atol=2e-2)
+
+
 # ---------------------------------------------------------------------------------------
 # Shapes and parameter counts at full size (abstract evaluation only).
 

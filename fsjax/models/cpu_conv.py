@@ -85,9 +85,13 @@ def _fwd(x, w, strides, padding):
 
 def _bwd(strides, padding, residuals, dy):
   x, w = residuals
+  # The conv is linear in each operand: transposing it gives JAX's own gradient rules
+  # without tracing the forward conv again (jax.vjp would, as dead code that XLA drops but
+  # that bench.jaxpr_flops would count).
+  dx = jax.linear_transpose(lambda x_: _conv(x_, w, strides, padding), x)(dy)[0]
   if jax.default_backend() != 'cpu' or dy.shape[3] < IM2COL_MIN_FEATURES:
-    return jax.vjp(lambda x_, w_: _conv(x_, w_, strides, padding), x, w)[1](dy)
-  dx = jax.vjp(lambda x_: _conv(x_, w, strides, padding), x)[1](dy)[0]
+    dw = jax.linear_transpose(lambda w_: _conv(x, w_, strides, padding), w)(dy)[0]
+    return dx, dw
   dw = _weight_grad_im2col(x, dy, w.shape[:2], strides, padding).astype(w.dtype)
   # Inside shard_map JAX's own rule sums an invariant (replicated) weight's gradient
   # over the devices it varies on (the transpose of the implicit pvary): do the same.

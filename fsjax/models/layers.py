@@ -5,6 +5,7 @@ half-pixel centres of jax.image.resize); instance norm has no affine parameters 
 eps 1e-5; average pooling excludes the padding from the mean (count_include_pad=False).
 """
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -58,10 +59,67 @@ def _align_corners_matrix(n_in: int, n_out: int) -> np.ndarray:
   return m
 
 
+def _row_taps(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The non-zeros of each row of m [n_out, n_in]: (indices [n_out, K] int32, weights
+  [n_out, K] float64), K = the most non-zeros in a row, short rows padded with weight 0."""
+  k = max(1, int((m != 0).sum(axis=1).max()))
+  idx = np.zeros((m.shape[0], k), np.int32)
+  w = np.zeros((m.shape[0], k), np.float64)
+  for r, row in enumerate(m):
+    nz = np.flatnonzero(row)
+    idx[r, :len(nz)] = nz
+    w[r, :len(nz)] = row[nz]
+  return idx, w
+
+
+def _apply_along(x: jax.Array, m: np.ndarray, axis: int) -> jax.Array:
+  """Applies the sparse matrix m [n_out, n_in] along `axis` of x as K gathers (taps).
+
+  Equals tensordot(m, x) moved back to `axis`, but each output reads only the K inputs its
+  row weights: memory-bound work that XLA fuses, instead of a dense matmul and transposes.
+  """
+  idx, w = _row_taps(m)
+  shape = [1] * x.ndim
+  shape[axis] = m.shape[0]
+  out = None
+  for k in range(idx.shape[1]):
+    term = jnp.take(x, idx[:, k], axis=axis, mode='clip') * jnp.asarray(
+        w[:, k].reshape(shape), x.dtype)
+    out = term if out is None else out + term
+  return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _resize_separable(x: jax.Array, sizes: tuple[int, int, int, int]) -> jax.Array:
+  h_in, w_in, h_out, w_out = sizes
+  compute = jnp.promote_types(x.dtype, jnp.float32)
+  y = _apply_along(x.astype(compute), _align_corners_matrix(h_in, h_out), 1)
+  return _apply_along(y, _align_corners_matrix(w_in, w_out), 2).astype(x.dtype)
+
+
+def _resize_fwd(x, sizes):
+  return _resize_separable(x, sizes), None
+
+
+def _resize_bwd(sizes, _, g):
+  # The resize is linear: its transpose applies the transposed matrices (again as taps),
+  # which avoids the scatter-adds that differentiating the gathers would make.
+  h_in, w_in, h_out, w_out = sizes
+  compute = jnp.promote_types(g.dtype, jnp.float32)
+  y = _apply_along(g.astype(compute), _align_corners_matrix(w_in, w_out).T, 2)
+  return (_apply_along(y, _align_corners_matrix(h_in, h_out).T, 1).astype(g.dtype),)
+
+
+_resize_separable.defvjp(_resize_fwd, _resize_bwd)
+
+
 def resize_bilinear_align_corners(x: jax.Array, size: Sequence[int]) -> jax.Array:
   """Bilinear resize with PyTorch `F.interpolate(mode='bilinear', align_corners=True)` semantics.
 
   Works for up- and down-sampling (no antialiasing, as in PyTorch) and keeps the dtype.
+  Computed in float32 as per-axis 2-tap gathers (the gradient likewise), not as
+  interpolation-matrix products: the matmul form cost 11.5% of the 256 px bf16 step on an
+  H200 (float32 at HIGHEST precision, plus layout transposes).
 
   Args:
     x: [B, H, W, C] array, any float dtype.
@@ -74,13 +132,7 @@ def resize_bilinear_align_corners(x: jax.Array, size: Sequence[int]) -> jax.Arra
   _, h_in, w_in, _ = x.shape
   if (h_in, w_in) == (h_out, w_out):
     return x
-  # Interpolation weights are exact in float32; bf16 inputs are computed in float32 too.
-  compute = jnp.promote_types(x.dtype, jnp.float32)
-  mh = jnp.asarray(_align_corners_matrix(h_in, h_out), compute)
-  mw = jnp.asarray(_align_corners_matrix(w_in, w_out), compute)
-  y = jnp.einsum('oh,bhwc->bowc', mh, x.astype(compute), precision=jax.lax.Precision.HIGHEST)
-  y = jnp.einsum('pw,bowc->bopc', mw, y, precision=jax.lax.Precision.HIGHEST)
-  return y.astype(x.dtype)
+  return _resize_separable(x, (int(h_in), int(w_in), h_out, w_out))
 
 
 def upsample2x(x: jax.Array) -> jax.Array:
@@ -101,9 +153,14 @@ def instance_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
     [B, H, W, C] normalised, in x.dtype.
   """
   xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-  mean = jnp.mean(xf, axis=(1, 2), keepdims=True)
-  var = jnp.mean(jnp.square(xf - mean), axis=(1, 2), keepdims=True)
-  return ((xf - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+  # One pass for both moments (XLA fuses the two sums into one read of x), taken about
+  # each map's first pixel so that E[d^2] - E[d]^2 does not cancel when |mean| >> std.
+  # The result does not depend on the shift, hence stop_gradient.
+  d = xf - jax.lax.stop_gradient(xf[:, :1, :1, :])
+  mean_d = jnp.mean(d, axis=(1, 2), keepdims=True)
+  var = jnp.maximum(jnp.mean(jnp.square(d), axis=(1, 2), keepdims=True) - jnp.square(mean_d),
+                    0.0)
+  return ((d - mean_d) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
 
 
 def avg_pool_3x3_s2(x: jax.Array) -> jax.Array:
