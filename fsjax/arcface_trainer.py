@@ -35,6 +35,7 @@ import numpy as np
 
 from fsjax import arcface_train_lib as lib
 from fsjax import checkpointing
+from fsjax import config_files
 from fsjax import input_pipeline
 from fsjax import metric_logging
 from fsjax import parallel
@@ -275,17 +276,9 @@ def _check_nonfinite(state, max_nonfinite: int, step: int) -> None:
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
-  """get_config() of a config file (relative paths also resolved against the repo root)."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  candidates = [path, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                   path)]
-  for candidate in candidates:
-    if os.path.isfile(candidate):
-      spec = importlib.util.spec_from_file_location('fsjax_arcface_config', candidate)
-      module = importlib.util.module_from_spec(spec)
-      spec.loader.exec_module(module)
-      return module.get_config()
-  raise FileNotFoundError(f'ArcFace config {path!r} not found (tried {candidates})')
+  """get_config() of an ArcFace config file (relative paths also resolved against the repo
+  root)."""
+  return config_files.load(path, 'ArcFace config')
 
 
 def train_identity_checkpoint(arcface_config: str | ml_collections.ConfigDict, out: str,

@@ -299,14 +299,8 @@ def identity_layout(config: ml_collections.ConfigDict) -> dict[str, Any]:
     meta = identity_lib.read_meta(ident.checkpoint)
     return {k: meta[k] for k in ('layers', 'width', 'embedding_dim', 'bn_eps')}
   if ident.get('auto_train', ''):
-    import importlib.util  # pylint: disable=g-import-not-at-top
-    path = ident.auto_train
-    if not os.path.isabs(path) and not os.path.exists(path):
-      path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
-    spec = importlib.util.spec_from_file_location('arcface_config', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    model = module.get_config().model
+    from fsjax import config_files  # pylint: disable=g-import-not-at-top
+    model = config_files.load(ident.auto_train, 'ArcFace config').model
     layers, width, dim = arcface.ARCHS[model.get('arch', 'tiny')]
     return {'layers': tuple(model.get('layers') or layers),
             'width': int(model.get('width') or width),

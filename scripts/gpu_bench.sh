@@ -85,13 +85,10 @@ fi
 if [[ $RUNS == *D* ]] && [ "$(left)" -gt 90 ]; then
   timeout --signal=TERM --kill-after=10 "$(left)" $PY - "$CONFIG" "$DTYPE" "$BATCH" "$STEPS" \
       "$OUT/torch_compile.json" > "$OUT/log_D.txt" 2>&1 <<'EOF'
-import importlib.util, json, sys
-from fsjax import bench, bench_torch
+import json, sys
+from fsjax import bench, bench_torch, config_files
 path, dtype, batch, steps, out = sys.argv[1:]
-spec = importlib.util.spec_from_file_location('bench_config', path)
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-config = bench.bench_config(module.get_config(), dtype=dtype, per_device_batch_size=int(batch))
+config = bench.bench_config(config_files.load(path), dtype=dtype, per_device_batch_size=int(batch))
 r = bench_torch.bench_train_torch(config, batch_size=int(batch), steps=int(steps), warmup=3,
                                   variant='compile')
 json.dump({'results': [r]}, open(out, 'w'), indent=1, default=str)

@@ -6,27 +6,20 @@ Uses random weights of each config's sizes (speed does not depend on the weights
 skimage.data.astronaut() (512 x 512, one face) as the frame; see fsjax.swapper.measure_swap.
 """
 
-import importlib.util
 import json
 import os
 import sys
 
 import jax
 
+from fsjax import config_files
 from fsjax import swapper as swapper_lib
-
-
-def _load_config(path):
-  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def main(paths):
   print(f'# {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs, jax {jax.__version__}')
   for path in paths:
-    config = _load_config(path)
+    config = config_files.load(path)
     swapper = swapper_lib.random_swapper(config, batch_size=32)
     for batch in (1, 32):
       figures = swapper_lib.measure_swap(swapper, batch)

@@ -89,12 +89,18 @@ def _apply_along(x: jax.Array, m: np.ndarray, axis: int) -> jax.Array:
   return out
 
 
+def _separable(x: jax.Array, mh: np.ndarray, mw: np.ndarray) -> jax.Array:
+  """mh [H_out, H_in] along H and mw [W_out, W_in] along W of x [B, H, W, C], in float32
+  (or wider), returned in x.dtype."""
+  compute = jnp.promote_types(x.dtype, jnp.float32)
+  y = _apply_along(x.astype(compute), mh, 1)
+  return _apply_along(y, mw, 2).astype(x.dtype)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _resize_separable(x: jax.Array, sizes: tuple[int, int, int, int]) -> jax.Array:
   h_in, w_in, h_out, w_out = sizes
-  compute = jnp.promote_types(x.dtype, jnp.float32)
-  y = _apply_along(x.astype(compute), _align_corners_matrix(h_in, h_out), 1)
-  return _apply_along(y, _align_corners_matrix(w_in, w_out), 2).astype(x.dtype)
+  return _separable(x, _align_corners_matrix(h_in, h_out), _align_corners_matrix(w_in, w_out))
 
 
 def _resize_fwd(x, sizes):
@@ -105,9 +111,8 @@ def _resize_bwd(sizes, _, g):
   # The resize is linear: its transpose applies the transposed matrices (again as taps),
   # which avoids the scatter-adds that differentiating the gathers would make.
   h_in, w_in, h_out, w_out = sizes
-  compute = jnp.promote_types(g.dtype, jnp.float32)
-  y = _apply_along(g.astype(compute), _align_corners_matrix(w_in, w_out).T, 2)
-  return (_apply_along(y, _align_corners_matrix(h_in, h_out).T, 1).astype(g.dtype),)
+  return (_separable(g, _align_corners_matrix(h_in, h_out).T,
+                     _align_corners_matrix(w_in, w_out).T),)
 
 
 _resize_separable.defvjp(_resize_fwd, _resize_bwd)
