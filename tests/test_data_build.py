@@ -39,9 +39,11 @@ _BUILD_SCRIPT = _HIDE_TF + textwrap.dedent('''
     data_dir = sys.argv[1]
     out = {}
     for name, pairs in (('tiny', False), ('tinypairs', True)):
-      # The pairs config renders in 2 worker processes (batches of 2), the faces in-process.
+      # The pairs config renders in 2 worker processes (batches of 2), the faces in-process;
+      # the faces have 2 images per train identity and 3 per test identity.
       config = SyntheticFacesConfig(name=name, size=32, pairs=pairs, train_identities=3,
-                                    test_identities=2, images_per_identity=2, train_pairs=0,
+                                    test_identities=2, images_per_identity=2,
+                                    test_images_per_identity=3, train_pairs=0,
                                     test_pairs=3, batch_size=2 if pairs else 4,
                                     num_workers=2 if pairs else 1)
       build.build_dataset('synthetic_faces', data_dir, config=config, verbose=False)
@@ -104,10 +106,10 @@ def test_synthetic_build_and_read_without_tensorflow(tmp_path):
   out = _result(_run(tmp_path, _BUILD_SCRIPT, str(tmp_path / 'data')))
   assert out['tf_imported'] is False
   assert out['format'] == 'array_record'
-  assert out['tiny'] == {'train': 6, 'test': 4}
+  assert out['tiny'] == {'train': 6, 'test': 6}
   assert out['tinypairs'] == {'test': 3}
   assert sorted(out['labels_train']) == [0, 0, 1, 1, 2, 2]
-  assert sorted(out['labels_test']) == [3, 3, 4, 4]  # Held-out identities follow train.
+  assert sorted(out['labels_test']) == [3, 3, 3, 4, 4, 4]  # Held-out identities follow train.
 
 
 def test_fsjax_build_command_without_tensorflow(tmp_path):

@@ -71,9 +71,8 @@ class AADLayer(nn.Module):
     k, p = self.att_kernel, self.att_kernel // 2
 
     def conv(features, name):
-      return nn.Conv(features, (k, k), padding=((p, p), (p, p)), use_bias=True,
-                     kernel_init=layers.conv_init, dtype=self.dtype, name=name,
-                     conv_general_dilated=cpu_conv.conv_general_dilated)
+      return cpu_conv.Conv(features, (k, k), padding=((p, p), (p, p)), use_bias=True,
+                           kernel_init=layers.conv_init, dtype=self.dtype, name=name)
 
     def dense(name):
       return nn.Dense(c, kernel_init=layers.dense_init, bias_init=nn.initializers.zeros,
@@ -117,9 +116,8 @@ class AADResBlock(nn.Module):
                       axis_name=self.axis_name, name=name)
 
     def conv(features, name):
-      return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), use_bias=self.conv_bias,
-                     kernel_init=layers.conv_init, dtype=self.dtype, name=name,
-                     conv_general_dilated=cpu_conv.conv_general_dilated)
+      return cpu_conv.Conv(features, (3, 3), padding=((1, 1), (1, 1)), use_bias=self.conv_bias,
+                           kernel_init=layers.conv_init, dtype=self.dtype, name=name)
 
     y = nn.relu(aad('aad1')(h, z_att, z_id, train))
     y = conv(cin, 'conv1')(y)

@@ -55,10 +55,9 @@ class PReLU(nn.Module):
 
 def _conv(features, kernel, strides, name, dtype):
   pad = (kernel - 1) // 2
-  return nn.Conv(features, (kernel, kernel), strides=(strides, strides),
-                 padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype,
-                 param_dtype=jnp.float32, name=name,
-                 conv_general_dilated=cpu_conv.conv_general_dilated)
+  return cpu_conv.Conv(features, (kernel, kernel), strides=(strides, strides),
+                       padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype,
+                       param_dtype=jnp.float32, name=name)
 
 
 class IBasicBlock(nn.Module):

@@ -61,9 +61,8 @@ class AttributeEncoder(nn.Module):
     downs = []
     h = x
     for i, c in enumerate(self.channels):
-      h = nn.Conv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False,
-                  kernel_init=layers.conv_init, dtype=self.dtype, name=f'down{i}_conv',
-                  conv_general_dilated=cpu_conv.conv_general_dilated)(h)
+      h = cpu_conv.Conv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False,
+                        kernel_init=layers.conv_init, dtype=self.dtype, name=f'down{i}_conv')(h)
       h = layers.batch_norm(train, self.axis_name, self.dtype, f'down{i}_bn')(h)
       h = nn.leaky_relu(h, 0.1)
       downs.append(h)

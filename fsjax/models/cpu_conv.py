@@ -10,8 +10,8 @@ that "kernel" is the whole feature map (e.g. 9x9) and the Eigen convolution runs
 custom VJP for plain NHWC/HWIO convolutions (no dilation, no groups): the input gradient
 and everything on GPU/TPU are JAX's own; on the CPU backend the weight gradient is
 im2col + dot when the conv has >= IM2COL_MIN_FEATURES output features (XLA's own rule
-below that). Other cases fall through to lax.conv_general_dilated. Use it as
-`nn.Conv(..., conv_general_dilated=cpu_conv.conv_general_dilated)`.
+below that). Other cases fall through to lax.conv_general_dilated. `cpu_conv.Conv` is
+`nn.Conv` with it plugged in (`nn.Conv(..., conv_general_dilated=conv_general_dilated)`).
 
 Every nn.Conv of the models uses it (ConvTranspose keeps JAX's rule); GPU/TPU programs
 are unchanged. On the 2-core dev CPU it took the configs/synthetic.py step at batch 8 from
@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -128,3 +129,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                                     batch_group_count, precision, preferred_element_type)
   return _conv_fast_grad(lhs, rhs, tuple(int(s) for s in window_strides),
                          tuple((int(a), int(b)) for a, b in padding))
+
+
+# nn.Conv with the CPU-friendly weight gradient: what every convolution of the models uses.
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)

@@ -42,9 +42,8 @@ class PatchDiscriminator(nn.Module):
       raise ValueError(f'unknown discriminator norm {self.norm!r}')
 
     def conv(features, stride, name):
-      return nn.Conv(features, (4, 4), strides=(stride, stride), padding=((2, 2), (2, 2)),
-                     use_bias=True, kernel_init=_conv_init, dtype=self.dtype, name=name,
-                     conv_general_dilated=cpu_conv.conv_general_dilated)
+      return cpu_conv.Conv(features, (4, 4), strides=(stride, stride), padding=((2, 2), (2, 2)),
+                           use_bias=True, kernel_init=_conv_init, dtype=self.dtype, name=name)
 
     def norm(h, name):
       if self.norm == 'instance':

@@ -6,7 +6,8 @@ Built offline from fsjax.data.synthetic_faces (no download, no TensorFlow):
   tfds build tfds_builders/synthetic_faces --config=64     # the same through the TFDS CLI
 
 Configs '64', '128', '256' and '112' hold single faces (splits 'train' and 'test', the test
-identities never appear in train); 'pairs64', 'pairs128' and 'pairs256' hold (source, target,
+identities never appear in train); 'ids112' is '112' with 9000 train identities of 4 images
+(more identities for the ArcFace encoder, same test split); 'pairs64', 'pairs128' and 'pairs256' hold (source, target,
 swap) triples where swap = render(identity of source, attributes of target) is the correct
 face swap.
 """
@@ -30,6 +31,7 @@ class SyntheticFacesConfig(tfds.core.BuilderConfig):
     seed: everything is a pure function of (seed, split, index).
     train_identities / test_identities: identities per split (single-face configs).
     images_per_identity: images (attribute draws) per identity.
+    test_images_per_identity: the same for the test split (0: images_per_identity).
     train_pairs / test_pairs: triples per split (pair configs; 0 leaves the split out). Test
       pairs use the held-out test identities.
     batch_size: images rendered per vectorised call (one task of a worker process).
@@ -42,6 +44,7 @@ class SyntheticFacesConfig(tfds.core.BuilderConfig):
   train_identities: int = 3000
   test_identities: int = 300
   images_per_identity: int = 6
+  test_images_per_identity: int = 0
   train_pairs: int = 2000
   test_pairs: int = 1000
   batch_size: int = 64
@@ -53,6 +56,15 @@ def _faces_config(size: int) -> SyntheticFacesConfig:
       name=str(size), size=size,
       description=f'{size}x{size} synthetic faces: 3000 train and 300 held-out test identities, '
       '6 images each, with identity and attribute parameters.')
+
+
+def _identities_config(size: int, identities: int, per_identity: int) -> SyntheticFacesConfig:
+  return SyntheticFacesConfig(
+      name=f'ids{size}', size=size, train_identities=identities,
+      images_per_identity=per_identity, test_images_per_identity=6,
+      description=f'{size}x{size} synthetic faces for identity encoders: {identities} train '
+      f'identities x {per_identity} images; test: the 300 held-out identities x 6 images of '
+      f'config {size!r} (same renders, labels numbered after the train ones).')
 
 
 def _pairs_config(size: int) -> SyntheticFacesConfig:
@@ -68,7 +80,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = [_faces_config(64), _faces_config(128), _faces_config(256),
-                     _faces_config(112), _pairs_config(64), _pairs_config(128),
+                     _faces_config(112), _identities_config(112, 9000, 4), _pairs_config(64), _pairs_config(128),
                      _pairs_config(256)]
   DEFAULT_BUILDER_CONFIG_NAME = '64'
 
@@ -141,7 +153,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _generate_faces(self, split: str, num_identities: int):
     """Yields (key, example) for each image of each identity of the split."""
-    per = self.builder_config.images_per_identity
+    cfg = self.builder_config
+    per = (cfg.test_images_per_identity or cfg.images_per_identity) if split == 'test' else (
+        cfg.images_per_identity)
     return self._records(synthetic_faces.face_records, split, num_identities * per, per)
 
   def _generate_pairs(self, split: str, num_pairs: int):
