@@ -29,6 +29,7 @@ def get_config():
   config.model.layers = ()
   config.model.width = 0
   config.model.embedding_dim = 0  # r50: 512-d
+  config.model.stem_stride = 1  # arcface_torch's layout
   config.model.dtype = 'bfloat16'
 
   config.loss.scale = 64.0

@@ -221,10 +221,11 @@ def margin_at(step: jax.Array, loss_cfg: ml_collections.ConfigDict) -> jax.Array
 
 def build_backbone(config: ml_collections.ConfigDict, axis_name: str | None = AXIS
                    ) -> arcface.IResNet:
-  """IResNet from config.model (arch name, optionally overridden by layers/width/embedding_dim)."""
+  """IResNet from config.model (arch name, optionally overridden by layers/width/embedding_dim;
+  stem_stride)."""
   m = config.model
   overrides = {'bn_eps': float(m.get('bn_eps', 1e-5)), 'dtype': m.get('dtype', 'float32'),
-               'axis_name': axis_name}
+               'stem_stride': int(m.get('stem_stride', 1)), 'axis_name': axis_name}
   for key in ('layers', 'width', 'embedding_dim'):
     value = m.get(key, None)
     if value:

@@ -109,6 +109,7 @@ def identity_meta(config: ml_collections.ConfigDict, setup: lib.Setup, **extra) 
   from fsjax import identity as identity_lib  # pylint: disable=g-import-not-at-top
   m = setup.backbone
   return identity_lib.make_meta(m.layers, m.width, m.embedding_dim, m.bn_eps,
+                                stem_stride=m.stem_stride,
                                 alignment=config.dataset.get('alignment', 'arcface'),
                                 source='fsjax train-arcface',
                                 training_data=config.dataset.name, **extra)

@@ -286,7 +286,8 @@ def _fill(abstract: Any, seed: int) -> Any:
 
 
 def identity_layout(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """IResNet layout {'layers', 'width', 'embedding_dim', 'bn_eps'} the config trains with.
+  """IResNet layout {'layers', 'width', 'embedding_dim', 'bn_eps', 'stem_stride'} the config
+  trains with.
 
   From identity.checkpoint's identity.json when set; else from the ArcFace config named by
   identity.auto_train (model.layers/width/embedding_dim over its model.arch); else the
@@ -297,7 +298,8 @@ def identity_layout(config: ml_collections.ConfigDict) -> dict[str, Any]:
   if ident.get('checkpoint', ''):
     from fsjax import identity as identity_lib  # pylint: disable=g-import-not-at-top
     meta = identity_lib.read_meta(ident.checkpoint)
-    return {k: meta[k] for k in ('layers', 'width', 'embedding_dim', 'bn_eps')}
+    layout = {k: meta[k] for k in ('layers', 'width', 'embedding_dim', 'bn_eps')}
+    return {**layout, 'stem_stride': int(meta.get('stem_stride', 1))}
   if ident.get('auto_train', ''):
     from fsjax import config_files  # pylint: disable=g-import-not-at-top
     model = config_files.load(ident.auto_train, 'ArcFace config').model
@@ -305,9 +307,11 @@ def identity_layout(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return {'layers': tuple(model.get('layers') or layers),
             'width': int(model.get('width') or width),
             'embedding_dim': int(model.get('embedding_dim') or dim),
-            'bn_eps': float(model.get('bn_eps', 1e-5))}
+            'bn_eps': float(model.get('bn_eps', 1e-5)),
+            'stem_stride': int(model.get('stem_stride', 1))}
   layers, width, dim = arcface.ARCHS[ident.arch]
-  return {'layers': tuple(layers), 'width': width, 'embedding_dim': dim, 'bn_eps': 1e-5}
+  return {'layers': tuple(layers), 'width': width, 'embedding_dim': dim, 'bn_eps': 1e-5,
+          'stem_stride': 1}
 
 
 def bench_identity(config: ml_collections.ConfigDict, workdir: str = ''):
@@ -325,7 +329,7 @@ def bench_identity(config: ml_collections.ConfigDict, workdir: str = ''):
   layout = identity_layout(config)
   module = arcface.IResNet(layers=tuple(layout['layers']), width=layout['width'],
                            embedding_dim=layout['embedding_dim'], bn_eps=layout['bn_eps'],
-                           dtype=config.model.dtype)
+                           stem_stride=layout['stem_stride'], dtype=config.model.dtype)
   abstract = jax.eval_shape(module.init, jax.random.PRNGKey(0),
                             jax.ShapeDtypeStruct((1, 112, 112, 3), jnp.float32))
   return module, _fill(abstract, int(config.seed) + 7)

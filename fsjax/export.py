@@ -302,7 +302,8 @@ def _workdir_identity(workdir: str, config: ml_collections.ConfigDict):
     from fsjax import trainer  # pylint: disable=g-import-not-at-top
     module, variables, _ = trainer.setup_identity(config, workdir)
     meta = identity_lib.make_meta(module.layers, module.width, module.embedding_dim,
-                                  module.bn_eps, alignment=str(config.dataset.alignment),
+                                  module.bn_eps, stem_stride=module.stem_stride,
+                                  alignment=str(config.dataset.alignment),
                                   arch=str(config.identity.arch), random=True)
     return _to_numpy(variables), meta
   directory = checkpoint or os.path.join(workdir, 'identity')

@@ -2,7 +2,8 @@
 
 A checkpoint directory (written by `fsjax convert-arcface` or `fsjax train-arcface`):
 
-  DIR/identity.json   {"arch", "layers", "width", "embedding_dim", "bn_eps", "input_size": 112,
+  DIR/identity.json   {"arch", "layers", "width", "embedding_dim", "bn_eps", "stem_stride",
+                       "input_size": 112,
                        "color": "RGB", "normalisation": "(x-127.5)/127.5",
                        "alignment": "arcface" | "ffhq", "source": ...}
   DIR/variables/      Orbax (StandardCheckpointer) tree {'params', 'batch_stats'}
@@ -32,20 +33,25 @@ NORMALISATION = '(x-127.5)/127.5'
 ALIGNMENTS = ('arcface', 'ffhq')
 
 
-def make_meta(layers, width: int, embedding_dim: int, bn_eps: float, *,
+def make_meta(layers, width: int, embedding_dim: int, bn_eps: float, *, stem_stride: int = 1,
               alignment: str = 'arcface', arch: str | None = None, **extra) -> dict[str, Any]:
-  """The identity.json dict of an IResNet layout (extra keys, e.g. 'source', are kept)."""
+  """The identity.json dict of an IResNet layout (extra keys, e.g. 'source', are kept).
+
+  `stem_stride` is 1 for every arcface_torch / InsightFace model; files without the key
+  (older ones) read as 1.
+  """
   from fsjax.models import arcface  # pylint: disable=g-import-not-at-top
   if alignment not in ALIGNMENTS:
     raise ValueError(f'alignment must be one of {ALIGNMENTS}, got {alignment!r}')
   layers = [int(n) for n in layers]
   meta = {
       'format': FORMAT,
-      'arch': arch or arcface.arch_name(layers, width, embedding_dim),
+      'arch': arch or arcface.arch_name(layers, width, embedding_dim, stem_stride),
       'layers': layers,
       'width': int(width),
       'embedding_dim': int(embedding_dim),
       'bn_eps': float(bn_eps),
+      'stem_stride': int(stem_stride),
       'input_size': arcface.INPUT_SIZE,
       'color': 'RGB',
       'normalisation': NORMALISATION,
@@ -75,7 +81,9 @@ def module_from_meta(meta: Mapping[str, Any], dtype: Any = 'float32',
   from fsjax.models import arcface  # pylint: disable=g-import-not-at-top
   return arcface.IResNet(layers=tuple(meta['layers']), width=int(meta['width']),
                          embedding_dim=int(meta['embedding_dim']),
-                         bn_eps=float(meta['bn_eps']), dtype=dtype, axis_name=axis_name)
+                         bn_eps=float(meta['bn_eps']),
+                         stem_stride=int(meta.get('stem_stride', 1)), dtype=dtype,
+                         axis_name=axis_name)
 
 
 def abstract_variables(module) -> Any:

@@ -43,6 +43,7 @@ def test_arch_name_names_the_layout():
   # The synthetic-identity encoder: the tiny layout with a 128-d embedding.
   assert arcface.arch_name((1, 1, 1, 1), 8, 128) == 'tiny-128d'
   assert arcface.arch_name((1, 1, 1, 1), 16, 128) == 'custom'
+  assert arcface.arch_name((1, 1, 1, 1), 8, 128, stem_stride=2) == 'tiny-s2-128d'
 
 
 def test_features_bn_has_no_trainable_scale():
@@ -52,19 +53,19 @@ def test_features_bn_has_no_trainable_scale():
   assert set(variables['batch_stats']['features']) == {'mean', 'var'}
 
 
-def _reference(arch, seed):
+def _reference(arch, seed, stem_stride=1):
   torch.manual_seed(seed)
-  model = torch_iresnet.iresnet(arch)
+  model = torch_iresnet.iresnet(arch, stem_stride=stem_stride)
   torch_iresnet.randomize_batchnorm(model, seed)
   calib = torch.rand(4, 3, 112, 112) * 2 - 1
   torch_iresnet.calibrate_batchnorm(model, calib)
   return model
 
 
-@pytest.mark.parametrize('arch', ['tiny', 'r18'])
+@pytest.mark.parametrize('arch,stem_stride', [('tiny', 1), ('r18', 1), ('tiny', 2)])
 @pytest.mark.parametrize('train', [False, True])
-def test_parity_with_torch(arch, train):
-  model_t = _reference(arch, seed=1)
+def test_parity_with_torch(arch, stem_stride, train):
+  model_t = _reference(arch, seed=1, stem_stride=stem_stride)
   variables = iresnet_convert.torch_to_flax(model_t)
   x = np.random.RandomState(2).uniform(-1, 1, (2, 112, 112, 3)).astype(np.float32)
 
@@ -76,7 +77,7 @@ def test_parity_with_torch(arch, train):
   hook.remove()
   want_fc = captured['fc'].numpy()
 
-  model = arcface.iresnet(arch)
+  model = arcface.iresnet(arch, stem_stride=stem_stride)
   only_fc = lambda mdl, method: mdl.name == 'fc'  # pylint: disable=unnecessary-lambda-assignment
   mutable = ('batch_stats', 'intermediates') if train else ('intermediates',)
   apply = jax.jit(lambda v, x: model.apply(v, x, train=train, mutable=mutable,

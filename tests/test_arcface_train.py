@@ -208,6 +208,9 @@ def test_train_resume_and_export(tmp_path):
   assert second['identity_dir'] == os.path.join(workdir, 'identity')
   encode = fsjax.load_identity_encoder(second['identity_dir'])
   assert encode.meta['alignment'] == 'ffhq' and encode.meta['steps'] == 5
+  # The config's stride-2 stem is recorded and rebuilt (a stride-1 IResNet would not load).
+  assert encode.meta['stem_stride'] == config.model.stem_stride == 2
+  assert encode.meta['arch'] == 'tiny-s2'
   faces = np.stack([test[i]['image'] for i in range(5)])
   emb = np.asarray(encode(faces))
   assert emb.shape == (5, 64)

@@ -4,6 +4,7 @@ Layer order, names and flatten order follow insightface's arcface_torch `iresnet
 so a `backbone.pth` converts 1:1 (see fsjax/arcface_convert.py):
 
   stem:   conv1 3x3 (3 -> width, stride 1, no bias) -> bn1 -> prelu (per channel)
+          (`stem_stride=2`, an fsjax option for small CPU encoders: stride 2, 4 x 4 head)
   layerK: IBasicBlock x layers[K-1]; the first block of each stage has stride 2 and a
           1x1-conv + BN shortcut ("downsample"); stage widths width * (1, 2, 4, 8)
   block:  bn1 -> conv1 3x3 -> bn2 -> prelu -> conv2 3x3 (stride) -> bn3, + shortcut,
@@ -103,6 +104,8 @@ class IResNet(nn.Module):
     width: stem / first-stage channels (64); stages are width * (1, 2, 4, 8).
     embedding_dim: size D of the embedding.
     bn_eps: epsilon of every BatchNorm.
+    stem_stride: stride of the stem conv: 1 (arcface_torch) or 2 (every later map half the
+      size: about half the compute of a narrow net, whose 112 x 112 maps dominate it).
     dtype: compute dtype ('float32' | 'bfloat16' or a jnp dtype); params are fp32.
     axis_name: mapped axis for cross-device BatchNorm statistics (inside shard_map).
   """
@@ -111,6 +114,7 @@ class IResNet(nn.Module):
   width: int = 64
   embedding_dim: int = 512
   bn_eps: float = 1e-5
+  stem_stride: int = 1
   dtype: Any = jnp.float32
   axis_name: Optional[str] = None
 
@@ -135,7 +139,9 @@ class IResNet(nn.Module):
                           use_fast_variance=False, name=name, **kw)
 
     x = x.astype(dtype)
-    x = _conv(self.width, 3, 1, 'conv1', dtype)(x)
+    if self.stem_stride not in (1, 2):
+      raise ValueError(f'stem_stride must be 1 or 2, got {self.stem_stride}')
+    x = _conv(self.width, 3, self.stem_stride, 'conv1', dtype)(x)
     x = bn('bn1')(x)
     x = PReLU(name='prelu')(x)
     for stage, blocks in enumerate(self.layers):
@@ -169,11 +175,13 @@ def iresnet(arch: str, **overrides) -> IResNet:
   return IResNet(**kwargs)
 
 
-def arch_name(layers: Sequence[int], width: int, embedding_dim: int) -> str:
-  """The ARCHS name of a layout ('r50'), with the embedding size when it differs
-  ('tiny-128d'), or 'custom'."""
+def arch_name(layers: Sequence[int], width: int, embedding_dim: int,
+              stem_stride: int = 1) -> str:
+  """The ARCHS name of a layout ('r50'), with a stride-2 stem and the embedding size when
+  they differ ('tiny-s2-128d'), or 'custom'."""
   for name, (l, w, d) in ARCHS.items():
     if tuple(layers) == tuple(l) and width == w:
+      name += '' if stem_stride == 1 else f'-s{stem_stride}'
       return name if embedding_dim == d else f'{name}-{embedding_dim}d'
   return 'custom'
 

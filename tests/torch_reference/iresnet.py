@@ -41,11 +41,16 @@ class IBasicBlock(nn.Module):
 
 
 class IResNet(nn.Module):
-  """NCHW input [B, 3, 112, 112] in [-1, 1] -> [B, D] (not normalised)."""
+  """NCHW input [B, 3, 112, 112] in [-1, 1] -> [B, D] (not normalised).
 
-  def __init__(self, layers, width=64, embedding_dim=512, eps=1e-5):
+  stem_stride=2 (fsjax's option for small CPU encoders) strides the stem conv: every map is
+  half the size and the head sees 4 x 4 instead of 7 x 7.
+  """
+
+  def __init__(self, layers, width=64, embedding_dim=512, eps=1e-5, stem_stride=1):
     super().__init__()
-    self.conv1 = _conv3x3(3, width)
+    self.conv1 = _conv3x3(3, width, stem_stride)
+    side = 112 // stem_stride
     self.bn1 = nn.BatchNorm2d(width, eps=eps)
     self.prelu = nn.PReLU(width)
     cin = width
@@ -57,8 +62,9 @@ class IResNet(nn.Module):
       mods += [IBasicBlock(cout, cout, 1, None, eps) for _ in range(blocks - 1)]
       setattr(self, f'layer{stage + 1}', nn.Sequential(*mods))
       cin = cout
+      side = (side - 1) // 2 + 1  # 3x3 stride 2, padding 1
     self.bn2 = nn.BatchNorm2d(cin, eps=eps)
-    self.fc = nn.Linear(cin * 7 * 7, embedding_dim)
+    self.fc = nn.Linear(cin * side * side, embedding_dim)
     self.features = nn.BatchNorm1d(embedding_dim, eps=eps)
     nn.init.constant_(self.features.weight, 1.0)
     self.features.weight.requires_grad = False
@@ -70,10 +76,10 @@ class IResNet(nn.Module):
     return self.features(self.fc(x))
 
 
-def iresnet(arch, eps=1e-5):
+def iresnet(arch, eps=1e-5, stem_stride=1):
   """Builds the reference model by ARCHS name."""
   layers, width, dim = ARCHS[arch]
-  return IResNet(layers, width, dim, eps)
+  return IResNet(layers, width, dim, eps, stem_stride)
 
 
 def randomize_batchnorm(model, seed=0):
