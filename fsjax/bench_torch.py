@@ -115,7 +115,8 @@ def build_step(config: ml_collections.ConfigDict, device, variant: str = 'eager'
       device, memory_format=memory_format)
   layout = bench.identity_layout(config)
   ident = iresnet.IResNet(tuple(layout['layers']), layout['width'], layout['embedding_dim'],
-                          layout['bn_eps'], layout['stem_stride']).to(device, memory_format=memory_format).eval()
+                          layout['bn_eps'], layout['stem_stride'])
+  ident = ident.to(device, memory_format=memory_format).eval()
   for p in ident.parameters():
     p.requires_grad_(False)
   gen.train()

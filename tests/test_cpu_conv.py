@@ -1,4 +1,4 @@
-"""fsjax.models.cpu_conv: the custom weight gradient equals JAX's own, also under shard_map."""
+"""fsjax.models.cpu_conv: the custom gradients equal JAX's own, also under shard_map."""
 
 import flax.linen as nn
 import jax
@@ -12,7 +12,8 @@ from fsjax.models import cpu_conv
 
 
 @pytest.mark.parametrize('kernel,stride,pad',
-                         [(4, 1, 2), (4, 2, 1), (4, 2, 2), (3, 1, 1), (1, 1, 0)])
+                         [(4, 1, 2), (4, 2, 1), (4, 2, 2), (3, 1, 1), (1, 1, 0), (3, 2, 1),
+                          (1, 2, 0), (2, 3, 0), (5, 3, 3)])
 def test_cpu_conv_gradients_match_lax(kernel, stride, pad, monkeypatch):
   monkeypatch.setattr(cpu_conv, 'IM2COL_MIN_FEATURES', 1)  # im2col for these small convs
   rs = np.random.RandomState(kernel * 10 + stride)
@@ -81,3 +82,40 @@ def test_cpu_conv_backward_counts_like_lax(features):
   one_conv = 2.0 * 2 * 8 * 8 * features * 9 * 16
   assert flops[0] == pytest.approx(3 * one_conv)  # forward, input and weight gradients
   assert flops[1] == pytest.approx(flops[0])
+
+
+@pytest.mark.parametrize('kernel,stride,pad', [(4, 2, 1), (3, 2, 1), (1, 2, 0), (5, 3, 2)])
+@pytest.mark.parametrize('features', [3, 64])  # XLA's / im2col weight gradient
+def test_conv_transpose_matches_lax(kernel, stride, pad, features):
+  """Phase-split transposed conv and its gradients equal lax.conv_transpose's."""
+  rs = np.random.RandomState(kernel + stride + features)
+  x = jnp.asarray(rs.randn(2, 5, 4, features), jnp.float32)
+  w = jnp.asarray(rs.randn(kernel, kernel, 6, features), jnp.float32)
+  lax_pad = ((kernel - 1 - pad,) * 2,) * 2
+
+  def loss(fn):
+    return lambda x, w: jnp.sum(jnp.sin(fn(x, w)))
+
+  ref = lambda x, w: jax.lax.conv_transpose(  # pylint: disable=g-long-lambda
+      x, w, (stride, stride), lax_pad, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      transpose_kernel=True)
+  ours = lambda x, w: cpu_conv.conv_transpose(x, w, (stride, stride), ((pad, pad), (pad, pad)))
+  np.testing.assert_allclose(np.asarray(jax.jit(ours)(x, w)), np.asarray(ref(x, w)),
+                             rtol=1e-4, atol=1e-4)
+  want = jax.grad(loss(ref), (0, 1))(x, w)
+  got = jax.jit(jax.grad(loss(ours), (0, 1)))(x, w)
+  for a, b in zip(want, got):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4)
+
+
+def test_conv_transpose_module_matches_flax():
+  """cpu_conv.ConvTranspose: nn.ConvTranspose(transpose_kernel=True)'s params and output."""
+  x = jnp.asarray(np.random.RandomState(0).randn(2, 4, 4, 5), jnp.float32)
+  plain = nn.ConvTranspose(3, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                           use_bias=False, transpose_kernel=True)
+  ours = cpu_conv.ConvTranspose(3, (4, 4), (2, 2), ((1, 1), (1, 1)))
+  params = plain.init(jax.random.PRNGKey(0), x)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), params,
+               ours.init(jax.random.PRNGKey(0), x))
+  np.testing.assert_allclose(np.asarray(ours.apply(params, x)),
+                             np.asarray(plain.apply(params, x)), rtol=1e-5, atol=1e-5)

@@ -70,9 +70,9 @@ class AttributeEncoder(nn.Module):
     z = [downs[-1]]
     h = downs[-1]
     for j, c in enumerate(reversed(self.channels[:-1])):
-      h = nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                           use_bias=False, transpose_kernel=True, kernel_init=layers.conv_init,
-                           dtype=self.dtype, name=f'up{j}_conv')(h)
+      h = cpu_conv.ConvTranspose(c, (4, 4), (2, 2), ((1, 1), (1, 1)),
+                                 kernel_init=layers.conv_init, dtype=self.dtype,
+                                 name=f'up{j}_conv')(h)
       h = layers.batch_norm(train, self.axis_name, self.dtype, f'up{j}_bn')(h)
       h = nn.leaky_relu(h, 0.1)
       h = jnp.concatenate([h, downs[-2 - j]], axis=-1)
