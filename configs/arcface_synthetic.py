@@ -56,7 +56,7 @@ def get_config():
   config.model.layers = (1, 1, 1, 1)  # () = the arch's
   config.model.width = 8  # 0 = the arch's
   config.model.embedding_dim = 128  # 0 = the arch's
-  config.model.stem_stride = 2  # 1: arcface_torch's stem (0.75 s/step here, 0.2 s with 2)
+  config.model.stem_stride = 2  # 1: arcface_torch's stem (0.74-0.84 s/step here; 2: 0.19-0.22)
   config.model.bn_eps = 1e-5
   config.model.dtype = 'float32'
 

@@ -7,9 +7,9 @@ Built offline from fsjax.data.synthetic_faces (no download, no TensorFlow):
 
 Configs '64', '128', '256' and '112' hold single faces (splits 'train' and 'test', the test
 identities never appear in train); 'ids112' is '112' with 9000 train identities of 4 images
-(more identities for the ArcFace encoder, same test split); 'pairs64', 'pairs128' and 'pairs256' hold (source, target,
-swap) triples where swap = render(identity of source, attributes of target) is the correct
-face swap.
+(more identities for the ArcFace encoder, same test split); 'pairs64', 'pairs128' and
+'pairs256' hold (source, target, swap) triples where swap = render(identity of source,
+attributes of target) is the correct face swap.
 """
 
 import dataclasses
@@ -80,8 +80,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = [_faces_config(64), _faces_config(128), _faces_config(256),
-                     _faces_config(112), _identities_config(112, 9000, 4), _pairs_config(64), _pairs_config(128),
-                     _pairs_config(256)]
+                     _faces_config(112), _identities_config(112, 9000, 4), _pairs_config(64),
+                     _pairs_config(128), _pairs_config(256)]
   DEFAULT_BUILDER_CONFIG_NAME = '64'
 
   def __init__(self, *, file_format=None, **kwargs):
