@@ -163,7 +163,8 @@ def _fake_faces(num_ids, per_id, seed):
   return input_pipeline.InMemorySource(np.stack(images), np.asarray(labels))
 
 
-def test_train_resume_and_export(tmp_path):
+def test_train_resume_and_export(tmp_path, jax_cache):
+  del jax_cache  # the resumed run reuses the first run's compiled step
   config = arcface_tiny.get_config()  # 'tiny' IResNet, class matrix sharded ('always')
   config.num_train_steps = 5
   config.eval.num_pairs = 12

@@ -1,6 +1,7 @@
 """AEI-Net training: the step (train_lib), the loop (trainer), resume, preemption, multi-host.
 
-All on the tiny config at batch 1 per device with a random identity encoder. The
+All on configs/tiny.py shrunk to 16 px ('micro', train_helpers.MICRO: the machinery, not
+the model, is under test) at batch 1 per device with a random identity encoder. The
 compiled programs are shared through a persistent JAX compilation cache (one per
 test session; FSJAX_TEST_JAX_CACHE=DIR keeps it between sessions), so the subprocess
 runs reuse what the in-process run compiled.
@@ -9,8 +10,7 @@ runs reuse what the in-process run compiled.
   2. The step on 4 devices == the step on 1 device with the same global batch.
   3. SIGKILL after a checkpoint + restart == an uninterrupted run, bit for bit.
   4. SIGTERM mid-run (real TFDS data): checkpoint of the current step, exit code 0.
-  5. Two processes (jax.distributed over loopback, gloo, 2 CPU devices each; a smaller
-     'micro' model, as both processes compile their own program).
+  5. Two processes (jax.distributed over loopback, gloo, 2 CPU devices each).
   6. A batch with NaN pixels is skipped and counted; the next step trains.
 """
 
@@ -28,7 +28,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 import train_helpers
 from fsjax import checkpointing
@@ -37,29 +36,12 @@ from fsjax import train_lib
 from fsjax import trainer
 
 REF_STEPS = 4
+GRAD_RTOL = 1e-3  # |grad(4 devices) - grad(1 device)| / |grad|: see the sharded-step test
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train_helpers.py')
 
 
 # ----------------------------------------------------------------------------
 # Fixtures.
-
-
-@pytest.fixture(scope='module')
-def jax_cache(tmp_path_factory):
-  """A persistent compilation cache for this module (in-process and subprocesses)."""
-  path = (os.environ.get('FSJAX_TEST_JAX_CACHE')  # keep compiled programs between sessions
-          or str(tmp_path_factory.getbasetemp() / 'jax_cache_train'))
-  options = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
-             'jax_persistent_cache_min_entry_size_bytes')
-  previous = {k: getattr(jax.config, k) for k in options}
-  jax.config.update('jax_compilation_cache_dir', path)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-  compilation_cache.reset_cache()
-  yield path
-  for k, v in previous.items():
-    jax.config.update(k, v)
-  compilation_cache.reset_cache()
 
 
 def _env(jax_cache):
@@ -76,7 +58,8 @@ def reference_run(jax_cache, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('reference_run'))
   config = train_helpers.test_config(steps=REF_STEPS, checkpoint_every=2, sample_every=2)
   start = time.time()
-  state = trainer.train_and_evaluate(config, workdir, data_source=train_helpers.fake_source())
+  state = trainer.train_and_evaluate(config, workdir,
+                                     data_source=train_helpers.fake_source(size=config.image_size))
   seconds = time.time() - start
   return {'workdir': workdir, 'config': config, 'state': state, 'seconds': seconds,
           'digest': train_helpers.state_digest(state)}
@@ -97,10 +80,15 @@ def test_loop_trains_checkpoints_and_logs(reference_run):
   models = train_lib.build_models(config, trainer.setup_identity(config, workdir)[0])
   g_tx, d_tx = train_lib.make_optimizers(config)
   init = trainer.to_host(trainer.init_state(config, parallel.make_mesh(), models, g_tx, d_tx))
+  # Every kernel moved; biases may not: a bias right before an instance norm (D's normalised
+  # convs) gets an exactly zero gradient.
   for name in ('g_params', 'd_params', 'ema_params'):
-    before, after = jax.tree.leaves(getattr(init, name)), jax.tree.leaves(getattr(host, name))
-    changed = sum(not np.array_equal(a, b) for a, b in zip(before, after))
-    assert changed >= 0.9 * len(before), (name, changed, len(before))
+    before = jax.tree_util.tree_leaves_with_path(getattr(init, name))
+    after = jax.tree.leaves(getattr(host, name))
+    same = [jax.tree_util.keystr(path) for (path, a), b in zip(before, after)
+            if np.array_equal(a, b)]
+    assert not [p for p in same if 'kernel' in p], (name, same)
+    assert len(same) <= 0.25 * len(before), (name, same)
   for a, b in zip(jax.tree.leaves(host.g_params), jax.tree.leaves(host.ema_params)):
     assert not np.array_equal(a, b) or np.all(a == 0)
 
@@ -123,7 +111,8 @@ def test_loop_trains_checkpoints_and_logs(reference_run):
   assert samples == ['samples_00000002.png', 'samples_00000004.png']
   from PIL import Image  # pylint: disable=g-import-not-at-top
   grid = np.asarray(Image.open(os.path.join(workdir, 'samples', samples[-1])))
-  assert grid.shape == (8 * 66 + 2, 4 * 66 + 2, 3)
+  cell = config.image_size + 2
+  assert grid.shape == (8 * cell + 2, 4 * cell + 2, 3)
 
 
 def test_refuses_to_start_without_identity_encoder(tmp_path):
@@ -198,7 +187,9 @@ def test_sharded_step_equals_single_device_step(step_setup):
   state4, m4 = _run(step_setup, 4, step_setup['state'], step_setup['batch'])
   state1, m1 = _run(step_setup, 1, step_setup['state'], step_setup['batch'])
   for k in m1:
-    np.testing.assert_allclose(m4[k], m1[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    # Gradient norms carry the gradients' float32 rounding (GRAD_RTOL, below).
+    rtol = GRAD_RTOL if k.endswith('_grad_norm') else 1e-5
+    np.testing.assert_allclose(m4[k], m1[k], rtol=rtol, atol=1e-6, err_msg=k)
   assert m1['same_fraction'] == 0.5 and m1['g_rec'] > 0 and m1['skipped'] == 0
   start = step_setup['state']
   # Statistics and the EMA: elementwise.
@@ -207,8 +198,10 @@ def test_sharded_step_equals_single_device_step(step_setup):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
   # Parameters after SGD(1.0) = params - grads, so they compare the gradients: they agree
   # to float32 rounding through ~30 layers (batch 1 vs 4 per conv changes XLA's
-  # accumulation order everywhere): measured |g4 - g1| / |g| = 1.4e-5 (G), 3.6e-6 (D).
-  # Anything unsynchronised (batch-norm statistics, a per-device mean) would be O(1e-2+).
+  # accumulation order everywhere): measured |g4 - g1| / |g| = 1.6e-4 (G) on the 16 px micro
+  # model, whose instance norms over 2x2 maps amplify rounding (1.4e-5 G, 3.6e-6 D on the
+  # 64 px tiny model). Anything unsynchronised (batch-norm statistics, a per-device mean)
+  # would be O(1e-2+).
   rel, worst = {}, {}
   for name in ('g_params', 'd_params'):
     before, four, one = (jax.tree.leaves(getattr(st, name)) for st in (start, state4, state1))
@@ -216,7 +209,7 @@ def test_sharded_step_equals_single_device_step(step_setup):
     np.testing.assert_allclose(norm, m1[name[0] + '_grad_norm'], rtol=1e-4)
     rel[name] = _distance(four, one) / norm
     worst[name] = max(float(np.max(np.abs(a - b))) for a, b in zip(four, one))
-    assert rel[name] < 5e-5, (name, rel)
+    assert rel[name] < GRAD_RTOL, (name, rel)
   print('|grad(4 devices) - grad(1 device)| / |grad|:', rel, '; max elementwise:', worst)
   # The batch statistics really moved (so their equality means something).
   assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(start.g_batch_stats),
@@ -255,10 +248,12 @@ def test_loop_stops_after_consecutive_nonfinite_steps(step_setup):
 # 3., 4., 5. Subprocess runs of the real loop.
 
 
-def _start(args, jax_cache, log_path):
+def _start(args, jax_cache, log_path, xla_flags=()):
   log = open(log_path, 'w')  # pylint: disable=consider-using-with
+  env = _env(jax_cache)
+  env['XLA_FLAGS'] = ' '.join([env.get('XLA_FLAGS', ''), *xla_flags]).strip()
   proc = subprocess.Popen([sys.executable, HELPER] + [str(a) for a in args], stdout=log,
-                          stderr=subprocess.STDOUT, env=_env(jax_cache),
+                          stderr=subprocess.STDOUT, env=env,
                           cwd=os.path.dirname(os.path.dirname(HELPER)))
   proc.log_path = log_path
   return proc
@@ -319,21 +314,21 @@ def test_sigkill_then_resume_is_bit_identical(reference_run, jax_cache, tmp_path
   assert digest == reference_run['digest']
 
 
-def _build_tiny_synthetic(data_dir):
-  """synthetic_faces at 64 px with 6 train identities x 2 images, as a custom config."""
+def _build_tiny_synthetic(data_dir, size):
+  """synthetic_faces at `size` px with 6 train identities x 2 images, as a custom config."""
   from fsjax.data import build  # pylint: disable=g-import-not-at-top
   from tfds_builders import synthetic_faces  # pylint: disable=g-import-not-at-top
   config = synthetic_faces.SyntheticFacesConfig(
-      name='trainer64', size=64, train_identities=6, test_identities=2, images_per_identity=2,
+      name=f'trainer{size}', size=size, train_identities=6, test_identities=2, images_per_identity=2,
       train_pairs=0, test_pairs=0, batch_size=12, num_workers=1)
   build.build_dataset('synthetic_faces', str(data_dir), config=config, verbose=False)
-  return 'synthetic_faces/trainer64'
+  return f'synthetic_faces/trainer{size}'
 
 
 def test_sigterm_saves_current_step_and_exits_zero(jax_cache, tmp_path):
   """The real command (`fsjax train`, config flags) on a real TFDS dataset, preempted."""
   data_dir = tmp_path / 'tfds'
-  name = _build_tiny_synthetic(data_dir)
+  name = _build_tiny_synthetic(data_dir, train_helpers.MICRO['image_size'])
   workdir = tmp_path / 'preempted'
   overrides = {'identity.allow_random': True, 'dataset.name': name, 'dataset.data_dir': data_dir,
                'dataset.num_workers': 0, 'per_device_batch_size': 1, 'num_train_steps': 1000,
@@ -342,7 +337,8 @@ def test_sigterm_saves_current_step_and_exits_zero(jax_cache, tmp_path):
   with open(log_path, 'w') as log:
     proc = subprocess.Popen(
         [sys.executable, '-m', 'fsjax.main', 'train', '--config', 'configs/tiny.py',
-         '--workdir', str(workdir)] + [f'--config.{k}={v}' for k, v in overrides.items()],
+         '--workdir', str(workdir)] + train_helpers.micro_flags()
+        + [f'--config.{k}={v}' for k, v in overrides.items()],
         stdout=log, stderr=subprocess.STDOUT, env=_env(jax_cache),
         cwd=os.path.dirname(os.path.dirname(HELPER)))
   proc.log_path = log_path
@@ -375,8 +371,11 @@ def _free_port():
 def test_two_processes_train_in_lockstep(jax_cache, tmp_path):
   port = _free_port()
   args = ['--workdir', tmp_path / 'run', '--steps', 2, '--checkpoint_every', 2, '--devices', 2,
-          '--coordinator', f'127.0.0.1:{port}', '--num_processes', 2, '--micro']
-  procs = [_start(args + ['--process_id', i], jax_cache, tmp_path / f'proc{i}.log')
+          '--coordinator', f'127.0.0.1:{port}', '--num_processes', 2]
+  # Both processes compile their own program at once (no cache to share): XLA's quickest
+  # backend optimisation level about halves that; the program's collectives are the same.
+  procs = [_start(args + ['--process_id', i], jax_cache, tmp_path / f'proc{i}.log',
+                  xla_flags=['--xla_backend_optimization_level=0'])
            for i in range(2)]
   results = [_finish(p, timeout=900) for p in procs]
   assert [r[1] for r in results] == [2, 2]

@@ -4,7 +4,7 @@ multi-process tests).
 
 As a script:
   python tests/train_helpers.py --workdir W --steps N [--devices 4] [--checkpoint_every K]
-      [--coordinator 127.0.0.1:PORT --num_processes 2 --process_id I] [--micro]
+      [--coordinator 127.0.0.1:PORT --num_processes 2 --process_id I] [--tiny]
 prints 'STEP_DONE <k>' lines while training (log_every_steps = 1) and
 'PARAMS_DIGEST <sha256>' of the final state on success.
 """
@@ -17,13 +17,28 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_config(steps: int = 3, checkpoint_every: int = 2, sample_every: int = 0,
-                micro: bool = False):
-  """configs/tiny.py at batch 1 per device, random identity encoder, logs every step.
+# configs/tiny.py shrunk to 16 px, 3 encoder levels and a 1-scale D: about half the
+# compile time of tiny, for tests of the training machinery rather than the model (the
+# tiny model's step is compiled by tests/test_bench.py). As `--config.KEY=VALUE` overrides
+# in `micro_flags`.
+MICRO = {
+    'image_size': 16,
+    'model.attr_channels': (4, 8, 16),
+    'model.gen_channels': (16, 16, 8, 8),
+    'discriminator.num_d': 1,
+    'discriminator.n_layers': 2,
+}
 
-  micro=True shrinks it further (16 px, 3 encoder levels, 1-scale D): about half the
-  compile time, for tests of the machinery rather than the model.
-  """
+
+def micro_flags():
+  """MICRO as command-line overrides of configs/tiny.py."""
+  return [f'--config.{k}={v}' for k, v in MICRO.items()]
+
+
+def test_config(steps: int = 3, checkpoint_every: int = 2, sample_every: int = 0,
+                micro: bool = True):
+  """configs/tiny.py at batch 1 per device, random identity encoder, logs every step;
+  micro=True (the default) applies MICRO."""
   if REPO not in sys.path:
     sys.path.insert(0, REPO)
   from configs import tiny  # pylint: disable=g-import-not-at-top
@@ -38,11 +53,12 @@ def test_config(steps: int = 3, checkpoint_every: int = 2, sample_every: int = 0
   config.dataset.num_workers = 0
   config.dataset.prefetch = 1
   if micro:
-    config.image_size = 16
-    config.model.attr_channels = (4, 8, 16)
-    config.model.gen_channels = (16, 16, 8, 8)
-    config.discriminator.num_d = 1
-    config.discriminator.n_layers = 2
+    for key, value in MICRO.items():
+      *path, leaf = key.split('.')
+      node = config
+      for part in path:
+        node = node[part]
+      node[leaf] = value
   return config
 
 
@@ -103,7 +119,7 @@ def main():
   parser.add_argument('--coordinator', default='')
   parser.add_argument('--num_processes', type=int, default=None)
   parser.add_argument('--process_id', type=int, default=None)
-  parser.add_argument('--micro', action='store_true', help='test_config(micro=True)')
+  parser.add_argument('--tiny', action='store_true', help='test_config(micro=False)')
   args = parser.parse_args()
 
   flags = [f for f in os.environ.get('XLA_FLAGS', '').split()
@@ -137,7 +153,7 @@ def main():
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
   config = test_config(steps=args.steps, checkpoint_every=args.checkpoint_every,
-                       micro=args.micro)
+                       micro=not args.tiny)
   source = fake_source(size=config.image_size)
   state = trainer.train_and_evaluate(config, args.workdir, data_source=source)
   print('PARAMS_DIGEST', state_digest(state), 'STEP', int(trainer.to_host(state.step)),
