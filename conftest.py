@@ -25,8 +25,9 @@ def jax_cache(tmp_path_factory):
 
   One per test session; FSJAX_TEST_JAX_CACHE=DIR keeps compiled programs between sessions.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from jax.experimental.compilation_cache import compilation_cache
   path = (os.environ.get('FSJAX_TEST_JAX_CACHE')
           or str(tmp_path_factory.getbasetemp() / 'jax_cache'))
   options = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',

@@ -319,8 +319,8 @@ def _build_tiny_synthetic(data_dir, size):
   from fsjax.data import build  # pylint: disable=g-import-not-at-top
   from tfds_builders import synthetic_faces  # pylint: disable=g-import-not-at-top
   config = synthetic_faces.SyntheticFacesConfig(
-      name=f'trainer{size}', size=size, train_identities=6, test_identities=2, images_per_identity=2,
-      train_pairs=0, test_pairs=0, batch_size=12, num_workers=1)
+      name=f'trainer{size}', size=size, train_identities=6, test_identities=2,
+      images_per_identity=2, train_pairs=0, test_pairs=0, batch_size=12, num_workers=1)
   build.build_dataset('synthetic_faces', str(data_dir), config=config, verbose=False)
   return f'synthetic_faces/trainer{size}'
 
