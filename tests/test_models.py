@@ -167,10 +167,12 @@ def test_layers_match_torch():
 
 
 def test_layer_gradients_and_precision():
-  """The resize's hand-written gradient equals autograd's, also for down-sampling; both
-  layers stay exact (vs float64) where torch's float32 arithmetic drifts."""
+  """The resize's gradients (x2: autodiff of the shifted sums; other sizes: the hand-written
+  transpose, up and down) equal autograd's; both layers stay exact (vs float64) where
+  torch's float32 arithmetic drifts."""
   rs = np.random.RandomState(1)
-  for size_in, size_out in [((5, 7), (10, 14)), ((16, 16), (32, 32)), ((9, 6), (4, 5))]:
+  for size_in, size_out in [((5, 7), (10, 14)), ((16, 16), (32, 32)), ((5, 7), (9, 13)),
+                            ((9, 6), (4, 5))]:
     x = rs.randn(2, *size_in, 3).astype(np.float32)
     g = rs.randn(2, *size_out, 3).astype(np.float32)
     xt = torch.tensor(x).permute(0, 3, 1, 2).requires_grad_()

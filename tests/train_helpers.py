@@ -4,7 +4,7 @@ multi-process tests).
 
 As a script:
   python tests/train_helpers.py --workdir W --steps N [--devices 4] [--checkpoint_every K]
-      [--coordinator 127.0.0.1:PORT --num_processes 2 --process_id I] [--tiny]
+      [--coordinator 127.0.0.1:PORT --num_processes 2 --process_id I]
 prints 'STEP_DONE <k>' lines while training (log_every_steps = 1) and
 'PARAMS_DIGEST <sha256>' of the final state on success.
 """
@@ -35,10 +35,9 @@ def micro_flags():
   return [f'--config.{k}={v}' for k, v in MICRO.items()]
 
 
-def test_config(steps: int = 3, checkpoint_every: int = 2, sample_every: int = 0,
-                micro: bool = True):
-  """configs/tiny.py at batch 1 per device, random identity encoder, logs every step;
-  micro=True (the default) applies MICRO."""
+def test_config(steps: int = 3, checkpoint_every: int = 2, sample_every: int = 0):
+  """configs/tiny.py with MICRO at batch 1 per device, random identity encoder, logs every
+  step."""
   if REPO not in sys.path:
     sys.path.insert(0, REPO)
   from configs import tiny  # pylint: disable=g-import-not-at-top
@@ -52,13 +51,7 @@ def test_config(steps: int = 3, checkpoint_every: int = 2, sample_every: int = 0
   config.identity.allow_random = True
   config.dataset.num_workers = 0
   config.dataset.prefetch = 1
-  if micro:
-    for key, value in MICRO.items():
-      *path, leaf = key.split('.')
-      node = config
-      for part in path:
-        node = node[part]
-      node[leaf] = value
+  config.update_from_flattened_dict(MICRO)
   return config
 
 
@@ -119,7 +112,6 @@ def main():
   parser.add_argument('--coordinator', default='')
   parser.add_argument('--num_processes', type=int, default=None)
   parser.add_argument('--process_id', type=int, default=None)
-  parser.add_argument('--tiny', action='store_true', help='test_config(micro=False)')
   args = parser.parse_args()
 
   flags = [f for f in os.environ.get('XLA_FLAGS', '').split()
@@ -152,8 +144,7 @@ def main():
   for noisy in ('absl', 'jax', 'orbax'):
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
-  config = test_config(steps=args.steps, checkpoint_every=args.checkpoint_every,
-                       micro=not args.tiny)
+  config = test_config(steps=args.steps, checkpoint_every=args.checkpoint_every)
   source = fake_source(size=config.image_size)
   state = trainer.train_and_evaluate(config, args.workdir, data_source=source)
   print('PARAMS_DIGEST', state_digest(state), 'STEP', int(trainer.to_host(state.step)),

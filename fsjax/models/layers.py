@@ -134,9 +134,12 @@ def _double_along(x: jax.Array, axis: int) -> jax.Array:
   shape = [1] * x.ndim
   shape[axis] = n
   k = np.arange(n, dtype=np.float64)
-  d = max(2 * n - 1, 1)
+  d = 2 * n - 1
   w_prev = jnp.asarray((k / d).reshape(shape), x.dtype)
   w_next = jnp.asarray(((n - 1 - k) / d).reshape(shape), x.dtype)
+  # x[k - 1] and x[k + 1], the ends repeated (their weight is 0 there). Two concatenations:
+  # jnp.pad(mode='edge') computes the same ~3x slower on XLA:CPU (x2 forward + gradient of
+  # [16, 32, 32, 8]: 2.5-3.4 ms vs 1.0 ms).
   first, last = lax.slice_in_dim(x, 0, 1, axis=axis), lax.slice_in_dim(x, n - 1, n, axis=axis)
   prev = jnp.concatenate([first, lax.slice_in_dim(x, 0, n - 1, axis=axis)], axis=axis)
   nxt = jnp.concatenate([lax.slice_in_dim(x, 1, n, axis=axis), last], axis=axis)
