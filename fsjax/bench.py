@@ -8,9 +8,11 @@ as a table and writes them as JSON):
     `make_train_step` over all devices, on a synthetic batch that stays on the devices.
     Warm-up steps, then timed steps each ended by `block_until_ready`. Reports images/s
     (global and per device), step time (median, p90), compile time, peak device memory,
-    FLOPs per step from XLA's cost analysis of the compiled program and the model FLOPs
-    utilisation (MFU) against the device's peak (`PEAK_TFLOPS`; on CPU a peak measured
-    with a large matrix product, see `cpu_peak_flops`).
+    model FLOPs per step (the traced program's convolutions and matrix products,
+    `jaxpr_cost`; XLA's cost analysis is recorded beside it), the model FLOPs utilisation
+    (MFU) against the device's peak (`DEVICE_PEAKS`; on CPU a peak measured with a large
+    matrix product, see `cpu_peak_flops`) and, on accelerators, the roofline bound on MFU
+    from the device's memory bandwidth (`jaxpr_cost.roofline`).
   * `bench_swap`: model-only swap throughput (aligned crops -> swapped crops) at batch 1
     and a large batch, and end to end (detection, alignment, model, paste-back) with a
     random-weight `Swapper` of the config's sizes on skimage's astronaut photo.
@@ -39,37 +41,52 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-# Dense peak TFLOP/s per chip: (bfloat16, float32). float32 is what XLA's default matmul
-# precision runs at: TF32 tensor cores on NVIDIA Ampere/Hopper, one bf16 MXU pass on TPU.
-# Keys are matched as substrings of `device.device_kind` (first match wins, longest first).
-PEAK_TFLOPS = {
-    'TPU v4': (275.0, 275.0),
-    'TPU v5 lite': (197.0, 197.0),  # v5e
-    'TPU v5e': (197.0, 197.0),
-    'TPU v5p': (459.0, 459.0),
-    'TPU v5': (459.0, 459.0),  # v5p reports 'TPU v5'
-    'TPU v6 lite': (918.0, 918.0),  # v6e (Trillium)
-    'TPU v6e': (918.0, 918.0),
-    'A100': (312.0, 156.0),
-    'H100 PCIe': (756.0, 378.0),
-    'H100': (989.4, 494.7),  # SXM / HBM3
-    'H200': (989.4, 494.7),
+from fsjax import jaxpr_cost
+
+# Per chip: dense peak TFLOP/s (bfloat16, float32) and memory bandwidth (TB/s), datasheet
+# figures. float32 is what XLA's default matmul precision runs at: TF32 tensor cores on
+# NVIDIA Ampere/Hopper, one bf16 MXU pass on TPU. Keys are matched as substrings of
+# `device.device_kind` (longest first).
+DEVICE_PEAKS = {
+    'TPU v4': (275.0, 275.0, 1.2),
+    'TPU v5 lite': (197.0, 197.0, 0.819),  # v5e
+    'TPU v5e': (197.0, 197.0, 0.819),
+    'TPU v5p': (459.0, 459.0, 2.765),
+    'TPU v5': (459.0, 459.0, 2.765),  # v5p reports 'TPU v5'
+    'TPU v6 lite': (918.0, 918.0, 1.64),  # v6e (Trillium)
+    'TPU v6e': (918.0, 918.0, 1.64),
+    'A100': (312.0, 156.0, 2.039),  # SXM 80GB (40GB: 1.555 TB/s)
+    'H100 PCIe': (756.0, 378.0, 2.0),
+    'H100': (989.4, 494.7, 3.35),  # SXM / HBM3
+    'H200': (989.4, 494.7, 4.8),
 }
+
+
+def _device_row(device: jax.Device) -> tuple[float, float, float] | None:
+  kind = getattr(device, 'device_kind', '') or ''
+  for key in sorted(DEVICE_PEAKS, key=len, reverse=True):
+    if key.lower() in kind.lower():
+      return DEVICE_PEAKS[key]
+  return None
 
 
 def device_peak_flops(device: jax.Device, dtype: str) -> float | None:
   """Datasheet dense peak FLOP/s of one accelerator chip for `dtype`, or None if unknown.
 
   Args:
-    device: a jax device (its device_kind is matched against PEAK_TFLOPS).
+    device: a jax device (its device_kind is matched against DEVICE_PEAKS).
     dtype: compute dtype name ('bfloat16' or 'float32').
   """
-  kind = getattr(device, 'device_kind', '') or ''
-  for key in sorted(PEAK_TFLOPS, key=len, reverse=True):
-    if key.lower() in kind.lower():
-      bf16, fp32 = PEAK_TFLOPS[key]
-      return 1e12 * (bf16 if _is_bf16(dtype) else fp32)
-  return None
+  row = _device_row(device)
+  if row is None:
+    return None
+  return 1e12 * (row[0] if _is_bf16(dtype) else row[1])
+
+
+def device_bandwidth(device: jax.Device) -> float | None:
+  """Datasheet memory bandwidth of one accelerator chip in bytes/s, or None if unknown."""
+  row = _device_row(device)
+  return 1e12 * row[2] if row else None
 
 
 def _is_bf16(dtype: Any) -> bool:
@@ -144,60 +161,6 @@ def _cost_flops(cost: Any) -> float | None:
     return float(sum(vals)) if vals else None
   flops = cost.get('flops') if hasattr(cost, 'get') else None
   return float(flops) if flops and flops > 0 else None
-
-
-def _conv_flops(eqn) -> float:
-  """2 x multiply-adds of a conv_general_dilated; taps on lhs-dilation holes are not counted."""
-  out = eqn.outvars[0].aval.shape
-  rhs = eqn.invars[1].aval.shape
-  dn = eqn.params['dimension_numbers']
-  rhs_spec = dn.rhs_spec  # (out feature dim, in feature dim, *spatial dims)
-  window = float(np.prod([rhs[d] for d in rhs_spec[2:]]))
-  holes = float(np.prod(eqn.params.get('lhs_dilation') or (1,)))
-  return 2.0 * float(np.prod(out)) * window * rhs[rhs_spec[1]] / holes
-
-
-def _dot_flops(eqn) -> float:
-  """2 x multiply-adds of a dot_general: 2 * prod(lhs shape) * prod(rhs free dims)."""
-  lhs = eqn.invars[0].aval.shape
-  rhs = eqn.invars[1].aval.shape
-  (_, rhs_contract), (_, rhs_batch) = eqn.params['dimension_numbers']
-  free = [d for i, d in enumerate(rhs) if i not in rhs_contract and i not in rhs_batch]
-  return 2.0 * float(np.prod(lhs)) * float(np.prod(free))
-
-
-def jaxpr_flops(jaxpr: Any) -> float:
-  """Matrix FLOPs (convolutions and dot products) of a jaxpr, sub-jaxprs included.
-
-  Model FLOPs in the MFU sense: the arithmetic of the network's convolutions and matrix
-  products (forward and backward as traced), independent of the backend (XLA's GPU cost
-  analysis does not count cuDNN convolution calls). Inside shard_map the shapes are one
-  device's. cond counts its costliest branch, scan its body times its length, while
-  loops one iteration.
-  """
-  from jax.extend import core as jex_core  # pylint: disable=g-import-not-at-top
-  closed = (jex_core.ClosedJaxpr,)
-  if isinstance(jaxpr, closed):
-    jaxpr = jaxpr.jaxpr
-  total = 0.0
-  for eqn in jaxpr.eqns:
-    name = eqn.primitive.name
-    if name == 'conv_general_dilated':
-      total += _conv_flops(eqn)
-    elif name == 'dot_general':
-      total += _dot_flops(eqn)
-    sub = []
-    for value in eqn.params.values():
-      if isinstance(value, (jex_core.Jaxpr,) + closed):
-        sub.append(jaxpr_flops(value))
-      elif isinstance(value, (tuple, list)) and value and all(
-          isinstance(v, (jex_core.Jaxpr,) + closed) for v in value):
-        sub.append(max(jaxpr_flops(v) for v in value))  # cond branches
-    inner = sum(sub)
-    if name == 'scan':
-      inner *= int(eqn.params.get('length', 1))
-    total += inner
-  return total
 
 
 def _peak_device_memory(devices) -> int | None:
@@ -372,7 +335,8 @@ def bench_state(config: ml_collections.ConfigDict, models: Any, g_tx: Any, d_tx:
 
 def bench_train(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: int = 2,
                 mesh: jax.sharding.Mesh | None = None, profile_dir: str | None = None,
-                peak_flops: float | None = None, workdir: str | None = None) -> dict[str, Any]:
+                peak_flops: float | None = None, bandwidth: float | None = None,
+                workdir: str | None = None) -> dict[str, Any]:
   """Times the real compiled training step (train_lib.make_train_step) on synthetic batches.
 
   Args:
@@ -383,10 +347,14 @@ def bench_train(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: i
     mesh: data mesh (default: all devices).
     profile_dir: if set, a jax.profiler trace of 3 extra steps is written there.
     peak_flops: override of the peak FLOP/s of the whole mesh used for MFU.
+    bandwidth: memory bandwidth of one device in bytes/s for the roofline bound
+      (default: `device_bandwidth`; none on CPU unless given).
     workdir: passed to trainer.setup_identity (auto-trained identity configs).
   Returns:
     Dict of figures: images_per_s, images_per_s_per_device, step_s_median, step_s_p90,
-    compile_s, flops_per_step (global), mfu, peak_memory_bytes, ...
+    compile_s, flops_per_step (global), mfu, peak_memory_bytes, and where the device's
+    bandwidth is known, 'roofline' (jaxpr_cost.roofline of one device's program) and
+    'mfu_bound' (the highest MFU this program can reach on it), ...
   """
   from fsjax import parallel  # pylint: disable=g-import-not-at-top
   from fsjax import train_lib  # pylint: disable=g-import-not-at-top
@@ -424,7 +392,8 @@ def bench_train(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: i
   compiled = lowered.compile()
   result['compile_s'] = time.perf_counter() - t0
   # Model FLOPs from the traced program (per device inside shard_map), for MFU.
-  result['flops_per_step'] = jaxpr_flops(traced.jaxpr) * n_dev
+  matrix_ops = jaxpr_cost.matrix_ops(traced.jaxpr)
+  result['flops_per_step'] = sum(op.flops for op in matrix_ops) * n_dev
 
   try:
     flops_dev = _cost_flops(compiled.cost_analysis())
@@ -499,6 +468,12 @@ def bench_train(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: i
     result['mfu'] = result['achieved_flops'] / result['peak_flops']
   else:
     result['achieved_flops'] = result['mfu'] = None
+  if bandwidth is None and platform_name != 'cpu':
+    bandwidth = device_bandwidth(devices[0])
+  if bandwidth and result.get('peak_flops'):
+    bound = jaxpr_cost.roofline(matrix_ops, result['peak_flops'] / n_dev, bandwidth)
+    result['roofline'] = dict(bound, bandwidth=float(bandwidth))
+    result['mfu_bound'] = bound['mfu_bound']
   return result
 
 
@@ -699,6 +674,15 @@ def format_table(results: list[dict[str, Any]]) -> str:
           + (f"{100 * r['mfu']:>7.1f}" if r.get('mfu') else f"{'-':>7}")
           + (f"{mem / 2**20:>10.0f}" if mem else f"{'-':>10}"))
   for r in train:
+    roof = r.get('roofline')
+    if roof:
+      lines.append(
+          f"roofline ({r['framework']}, one device): step >= {1e3 * roof['step_s']:.1f} ms at "
+          f"{r['peak_flops'] / r['num_devices'] / 1e12:.0f} TFLOP/s and "
+          f"{roof['bandwidth'] / 1e12:.2f} TB/s ({1e3 * roof['memory_bound_s']:.1f} ms of it "
+          f"bandwidth-bound), so MFU <= {100 * roof['mfu_bound']:.1f}% "
+          f"({100 * roof['mfu_bound_own']:.1f}% counting only the ops' own operands)")
+  for r in train:
     prof = r.get('profile')
     if isinstance(prof, dict) and prof.get('ops'):
       lines.append(f"profile ({r['profile_dir']}), op time by category: " + ', '.join(
@@ -798,10 +782,10 @@ def run(config: ml_collections.ConfigDict, modes: list[str], *, steps: int = 10,
                 else bench_torch.bench_train_torch)
           r = fn(config, batch_size=train_result['global_batch_size'], steps=steps,
                  warmup=warmup, variant=variant)
-          # Same architecture and batch: the JAX step's XLA FLOP count applies.
+          # Same architecture and batch: the JAX step's model FLOP count applies.
           if train_result.get('flops_per_step') and train_result.get('peak_flops'):
             r['flops_per_step'] = train_result['flops_per_step']
-            r['flops_source'] = 'XLA cost analysis of the JAX step'
+            r['flops_source'] = 'model FLOPs of the JAX step (jaxpr_cost.jaxpr_flops)'
             r['peak_flops'] = train_result['peak_flops'] / train_result['num_devices']
             r['mfu'] = r['flops_per_step'] / r['step_s_median'] / r['peak_flops']
           log(f"[bench]   {r['images_per_s']:.2f} images/s")

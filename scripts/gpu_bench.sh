@@ -128,6 +128,11 @@ for name in ('bench.json', 'bench_b2.json', 'bench_base.json', 'torch_compile.js
             f"{(r.get('peak_flops') or 0) / 1e12:.0f} TFLOP/s ({r.get('peak_source')})")
     elif jax_a and r['global_batch_size'] == jax_a['global_batch_size'] and r is not jax_a:
       print(f"  bench.json jax / this: {jax_a['images_per_s'] / r['images_per_s']:.2f}x")
+    if r.get('roofline'):
+      roof = r['roofline']
+      print(f"  roofline: step >= {1e3 * roof['step_s']:.1f} ms at {roof['bandwidth'] / 1e12:.2f}"
+            f" TB/s, MFU <= {100 * roof['mfu_bound']:.1f}% ({100 * roof['mfu_bound_own']:.1f}%"
+            f" own operands only); measured {100 * (mfu or 0):.1f}%")
 prof = jax_a.get('profile') if jax_a else None
 if isinstance(prof, dict):
   print(f"profile: {prof['total_ms']:.1f} ms of ops in 3 steps; by category: " + ', '.join(

@@ -7,6 +7,7 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
 
+from fsjax import jaxpr_cost
 from fsjax import parallel
 from fsjax.models import cpu_conv
 
@@ -68,8 +69,7 @@ def test_cpu_conv_uses_im2col_only_for_deep_outputs():
 
 @pytest.mark.parametrize('features', [3, 128])  # JAX's rule / im2col
 def test_cpu_conv_backward_counts_like_lax(features):
-  """bench.jaxpr_flops of a cpu_conv gradient equals lax's: no dead forward conv traced."""
-  from fsjax import bench  # pylint: disable=g-import-not-at-top
+  """jaxpr_cost.jaxpr_flops of a cpu_conv gradient equals lax's: no dead forward conv traced."""
   x = jnp.ones((2, 8, 8, 16), jnp.float32)
   w = jnp.ones((3, 3, 16, features), jnp.float32)
 
@@ -77,7 +77,7 @@ def test_cpu_conv_backward_counts_like_lax(features):
     return lambda x, w: jnp.sum(conv(x, w, (1, 1), ((1, 1), (1, 1)),
                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
 
-  flops = [bench.jaxpr_flops(jax.make_jaxpr(jax.value_and_grad(loss(c), (0, 1)))(x, w))
+  flops = [jaxpr_cost.jaxpr_flops(jax.make_jaxpr(jax.value_and_grad(loss(c), (0, 1)))(x, w))
            for c in (jax.lax.conv_general_dilated, cpu_conv.conv_general_dilated)]
   one_conv = 2.0 * 2 * 8 * 8 * features * 9 * 16
   assert flops[0] == pytest.approx(3 * one_conv)  # forward, input and weight gradients

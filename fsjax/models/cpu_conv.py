@@ -139,7 +139,7 @@ def _weight_grad(x, dy, w, strides, padding):
   """Weight gradient of _conv(x, w) for output gradient dy: im2col on CPU for deep outputs."""
   # The conv is linear in w: transposing it gives JAX's own rule without tracing the
   # forward conv again (jax.vjp would, as dead code that XLA drops but that
-  # bench.jaxpr_flops would count).
+  # jaxpr_cost.jaxpr_flops would count).
   if jax.default_backend() != 'cpu' or dy.shape[3] < IM2COL_MIN_FEATURES:
     return jax.linear_transpose(lambda w_: _conv(x, w_, strides, padding), w)(dy)[0]
   dw = _weight_grad_im2col(x, dy, w.shape[:2], strides, padding).astype(w.dtype)
