@@ -34,6 +34,10 @@ def get_config():
   config.model.conv_bias = False  # bias on the ResBlk 3x3 convs (mindslab: True)
   config.model.dtype = 'float32'  # compute dtype: 'float32' | 'bfloat16'; params stay fp32
   config.model.remat = False  # rematerialise AAD ResBlks to save memory
+  # One conv for the gamma/beta attribute convs of each ResBlk's AAD layers (same params and
+  # result). Roofline (scripts/roofline.py, H100, batch 32): step >= 22.50 -> 20.14 ms;
+  # unmeasured on GPUs; slower on XLA:CPU (docs/performance.md).
+  config.model.aad_merge_attr_convs = False
 
   # Multi-scale PatchGAN discriminator (pix2pixHD).
   config.discriminator = ml_collections.ConfigDict()

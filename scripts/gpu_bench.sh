@@ -6,6 +6,8 @@
 #
 # Runs, in order of importance, each only while LIMIT_S leaves time for it (RUNS picks):
 #   A  JAX at BATCH with a profile, then PyTorch eager (NCHW)          -> bench.json
+#   E  JAX at BATCH with config.model.aad_merge_attr_convs=True (one   -> bench_merged.json
+#      attribute conv per ResBlk; roofline bound 22.5 -> 20.1 ms on an H100, unmeasured)
 #   B  JAX at BATCH2 (default 2 x BATCH; largest-batch MFU)             -> bench_b2.json
 #   C  JAX at BATCH from the package in BASE_DIR, if set (an earlier    -> bench_base.json
 #      fsjax, e.g. `git archive HEAD~1 fsjax | tar -x -C build/fsjax_base`), to measure a
@@ -31,7 +33,7 @@ BATCH2=${BATCH2:-$(( 2 * BATCH ))}
 STEPS=${STEPS:-10}
 LIMIT_S=${LIMIT_S:-540}
 BASE_DIR=${BASE_DIR:-}
-RUNS=${RUNS:-ABCD}  # which of the runs below to do, e.g. RUNS=D for torch.compile alone
+RUNS=${RUNS:-AEBCD}  # which of the runs below to do, e.g. RUNS=D for torch.compile alone
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -77,6 +79,8 @@ bench() {
 }
 bench A 0 "$ROOT" --config.per_device_batch_size="$BATCH" --compare_torch \
   --profile_dir /tmp/fsjax_profile --json "$OUT/bench.json"
+bench E 150 "$ROOT" --config.per_device_batch_size="$BATCH" \
+  --config.model.aad_merge_attr_convs=True --json "$OUT/bench_merged.json"
 bench B 150 "$ROOT" --config.per_device_batch_size="$BATCH2" --json "$OUT/bench_b2.json"
 if [ -n "$BASE_DIR" ]; then
   bench C 150 "$ROOT/$BASE_DIR" --config.per_device_batch_size="$BATCH" \
@@ -102,7 +106,8 @@ $PY - "$OUT" <<'EOF'
 import json, os, sys
 out = sys.argv[1]
 jax_flops = jax_a = None
-for name in ('bench.json', 'bench_b2.json', 'bench_base.json', 'torch_compile.json'):
+for name in ('bench.json', 'bench_merged.json', 'bench_b2.json', 'bench_base.json',
+             'torch_compile.json'):
   try:
     results = json.load(open(os.path.join(out, name)))['results']
   except (OSError, ValueError) as e:

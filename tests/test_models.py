@@ -479,6 +479,53 @@ def test_remat_wires_checkpoint():
   assert count_checkpoints(remat) == len(cfg.model.gen_channels)
 
 
+@pytest.mark.parametrize('variant,remat', [('taotaonice', False), ('mindslab', True)])
+def test_merged_attribute_convs_equal_separate(variant, remat):
+  """aad_merge_attr_convs: same variables, output, batch stats and gradients as separate convs.
+
+  Blocks with two and with three AAD layers (cin == cout and cin != cout); mindslab: 3x3
+  attribute convs and batch norm in train mode, under remat.
+  """
+  cfg = (tiny_config if variant == 'taotaonice' else mindslab_config).get_config()
+  cfg.model.attr_channels, cfg.model.gen_channels = (4, 8), (16, 16, 8)  # 8 px
+  cfg.model.remat = remat
+  cfg.model.aad_merge_attr_convs = False
+  separate = models.build_generator(cfg)
+  cfg.model.aad_merge_attr_convs = True
+  merged = models.build_generator(cfg)
+  x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 3), minval=-1, maxval=1)
+  z = jax.random.normal(jax.random.key(1), (2, cfg.model.id_dim))
+  variables = separate.init(jax.random.key(2), x, z)
+  shapes = lambda v: jax.tree.map(lambda a: a.shape, v)
+  assert shapes(merged.init(jax.random.key(2), x, z)) == shapes(variables)
+  train = variant == 'mindslab'
+
+  def loss(model, params, x):
+    (y, _), updates = model.apply({**variables, 'params': params}, x, z, train,
+                                  mutable=['batch_stats'])
+    return jnp.mean(y ** 2) + jnp.mean(y), (y, updates)
+
+  grad = lambda model: jax.jit(jax.grad(lambda p, x: loss(model, p, x), argnums=(0, 1),
+                                        has_aux=True))(variables['params'], x)
+  (gp_s, gx_s), (y_s, upd_s) = grad(separate)
+  (gp_m, gx_m), (y_m, upd_m) = grad(merged)
+  np.testing.assert_allclose(y_m, y_s, atol=1e-5)
+  np.testing.assert_allclose(gx_m, gx_s, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), upd_m, upd_s)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4), gp_m, gp_s)
+  att = gp_m['generator']['block1']['aad_skip']['att_beta']['kernel']
+  assert float(jnp.max(jnp.abs(att))) > 0  # the merged path reaches every layer's kernels
+
+  def conv_count(model):
+    jaxpr = str(jax.make_jaxpr(lambda p: loss(model, p, x)[0])(variables['params']))
+    return jaxpr.count('conv_general_dilated')
+
+  blocks = len(cfg.model.gen_channels)
+  layers_per_block = [2, 3, 3]  # 16 -> 16, 16 -> 8, 8 -> 3
+  assert conv_count(separate) - conv_count(merged) == sum(2 * n - 1 for n in layers_per_block)
+  assert blocks == len(layers_per_block)
+
+
 def test_batchnorm_axis_name_syncs_statistics():
   """Inside shard_map with axis_name='data', BN uses the global batch statistics."""
   from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
@@ -511,10 +558,12 @@ def test_aei_net_from_config_fields():
   cfg = mindslab_config.get_config()
   cfg.model.dtype = 'bfloat16'
   cfg.model.remat = True
+  cfg.model.aad_merge_attr_convs = True
   g = models.build_generator(cfg, axis_name='data')
   assert isinstance(g, aei_net.AEINet)
   assert (g.aad_norm, g.aad_att_kernel, g.aad_mask_channels, g.conv_bias, g.dtype, g.remat,
-          g.axis_name, g.id_dim) == ('batch', 3, 'full', True, 'bfloat16', True, 'data', 512)
+          g.axis_name, g.id_dim, g.aad_merge_attr_convs) == (
+              'batch', 3, 'full', True, 'bfloat16', True, 'data', 512, True)
   assert tuple(g.attr_channels) == tuple(cfg.model.attr_channels)
   d = models.build_discriminator(cfg)
   assert (d.num_d, d.n_layers, d.ndf, d.max_channels, d.norm, d.dtype) == (

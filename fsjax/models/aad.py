@@ -8,6 +8,10 @@ AAD layer (h_in [B,H,W,C], z_att [B,H,W,Ca], z_id [B,D]):
   h_out = (1 - M) * A + M * I
 The two published variants: taotaonice (instance, k=1, 1-channel mask, 184.34M G+E) and
 mindslab (batch, k=3, C-channel mask, biased ResBlk convs; 439.31M with a 256-d z_id).
+
+conv_g and conv_b see only z_att, which a ResBlk's two or three AAD layers share: with
+merge_attr_convs the ResBlk runs all of them as one convolution (fewer, larger GEMMs, z_att
+read once; same parameters, same result).
 """
 
 from typing import Any, Sequence
@@ -15,6 +19,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fsjax.models import cpu_conv
 from fsjax.models import layers
@@ -41,7 +46,8 @@ class AADLayer(nn.Module):
 
   @nn.compact
   def __call__(self, h: jax.Array, z_att: jax.Array, z_id: jax.Array,
-               train: bool = False) -> jax.Array:
+               train: bool = False,
+               att_maps: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
     """Applies AAD.
 
     Args:
@@ -49,6 +55,8 @@ class AADLayer(nn.Module):
       z_att: [B, H, W, Ca] attribute map of the same spatial size.
       z_id: [B, D] identity vector.
       train: BatchNorm mode (norm='batch' only).
+      att_maps: (conv_g(z_att), conv_b(z_att)), [B, H, W, C] each, computed by the caller
+        from `attribute_params` (AADResBlock.merge_attr_convs); None: computed here.
 
     Returns:
       [B, H, W, C] in the compute dtype.
@@ -78,12 +86,47 @@ class AADLayer(nn.Module):
       return nn.Dense(c, kernel_init=layers.dense_init, bias_init=nn.initializers.zeros,
                       dtype=self.dtype, name=name)
 
-    a = conv(c, 'att_gamma')(z_att) * h + conv(c, 'att_beta')(z_att)
+    if att_maps is None:
+      att_maps = (conv(c, 'att_gamma')(z_att), conv(c, 'att_beta')(z_att))
+    a = att_maps[0] * h + att_maps[1]
     gamma_id = dense('id_gamma')(z_id)[:, None, None, :]
     beta_id = dense('id_beta')(z_id)[:, None, None, :]
     i = gamma_id * h + beta_id
     m = nn.sigmoid(conv(1 if self.mask_channels == 'one' else c, 'mask')(h))
     return (1 - m) * a + m * i
+
+  def attribute_params(self) -> list[jax.Array]:
+    """[gamma kernel [k, k, Ca, C], gamma bias [C], beta kernel, beta bias] (float32).
+
+    Read from the bound variables, so only after initialisation.
+    """
+    params = self.variables['params']
+    return [params[name][leaf] for name in ('att_gamma', 'att_beta')
+            for leaf in ('kernel', 'bias')]
+
+
+def merged_attribute_maps(aads: Sequence[AADLayer], z_att: jax.Array, att_kernel: int,
+                          dtype: Dtype) -> list[tuple[jax.Array, jax.Array]]:
+  """Every layer's (conv_g(z_att), conv_b(z_att)) from one convolution over z_att.
+
+  Args:
+    aads: initialised AAD layers that share z_att.
+    z_att: [B, H, W, Ca].
+    att_kernel: their kernel size k ('same' padding).
+    dtype: compute dtype.
+  Returns:
+    One ([B, H, W, C], [B, H, W, C]) pair per layer, in `dtype`.
+  """
+  params = [p for layer in aads for p in layer.attribute_params()]
+  kernel = jnp.concatenate(params[0::2], axis=-1).astype(dtype)
+  bias = jnp.concatenate(params[1::2]).astype(dtype)
+  p = att_kernel // 2
+  maps = cpu_conv.conv_general_dilated(
+      z_att.astype(dtype), kernel, (1, 1), ((p, p), (p, p)),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + bias
+  sizes = [b.shape[0] for b in params[1::2]]
+  parts = jnp.split(maps, list(np.cumsum(sizes)[:-1]), axis=-1)
+  return list(zip(parts[0::2], parts[1::2]))
 
 
 class AADResBlock(nn.Module):
@@ -95,6 +138,8 @@ class AADResBlock(nn.Module):
     out_channels: cout.
     conv_bias: bias on the 3x3 convs (False: taotaonice, True: mindslab).
     norm, att_kernel, mask_channels, dtype, axis_name: see AADLayer.
+    merge_attr_convs: compute the AAD layers' attribute convs as one (`merged_attribute_maps`;
+      used once the parameters exist, so `init` takes the separate path).
   """
   out_channels: int
   conv_bias: bool = False
@@ -103,6 +148,7 @@ class AADResBlock(nn.Module):
   mask_channels: str = 'one'
   dtype: Dtype = jnp.float32
   axis_name: str | None = None
+  merge_attr_convs: bool = False
 
   @nn.compact
   def __call__(self, h: jax.Array, z_att: jax.Array, z_id: jax.Array,
@@ -119,12 +165,17 @@ class AADResBlock(nn.Module):
       return cpu_conv.Conv(features, (3, 3), padding=((1, 1), (1, 1)), use_bias=self.conv_bias,
                            kernel_init=layers.conv_init, dtype=self.dtype, name=name)
 
-    y = nn.relu(aad('aad1')(h, z_att, z_id, train))
+    names = ['aad1', 'aad2'] + (['aad_skip'] if cin != self.out_channels else [])
+    aads = [aad(name) for name in names]
+    maps = [None] * len(aads)
+    if self.merge_attr_convs and not self.is_initializing():
+      maps = merged_attribute_maps(aads, z_att, self.att_kernel, self.dtype)
+    y = nn.relu(aads[0](h, z_att, z_id, train, maps[0]))
     y = conv(cin, 'conv1')(y)
-    y = nn.relu(aad('aad2')(y, z_att, z_id, train))
+    y = nn.relu(aads[1](y, z_att, z_id, train, maps[1]))
     y = conv(self.out_channels, 'conv2')(y)
     if cin != self.out_channels:
-      h = nn.relu(aad('aad_skip')(h, z_att, z_id, train))
+      h = nn.relu(aads[2](h, z_att, z_id, train, maps[2]))
       h = conv(self.out_channels, 'conv_skip')(h)
     return y + h.astype(self.dtype)
 
@@ -138,7 +189,8 @@ class AADGenerator(nn.Module):
 
   Attributes:
     channels: input width of each block, e.g. (1024, 1024, 1024, 1024, 512, 256, 128, 64).
-    conv_bias, norm, att_kernel, mask_channels, dtype, axis_name: see AADResBlock.
+    conv_bias, norm, att_kernel, mask_channels, dtype, axis_name, merge_attr_convs: see
+      AADResBlock.
     remat: rematerialise each ResBlk in the backward pass (saves activation memory).
   """
   channels: Sequence[int] = (1024, 1024, 1024, 1024, 512, 256, 128, 64)
@@ -149,6 +201,7 @@ class AADGenerator(nn.Module):
   dtype: Dtype = jnp.float32
   axis_name: str | None = None
   remat: bool = False
+  merge_attr_convs: bool = False
 
   @nn.compact
   def __call__(self, z_att: Sequence[jax.Array], z_id: jax.Array,
@@ -175,7 +228,8 @@ class AADGenerator(nn.Module):
     for i, (z, cout) in enumerate(zip(z_att, outs)):
       h = block_cls(out_channels=cout, conv_bias=self.conv_bias, norm=self.norm,
                     att_kernel=self.att_kernel, mask_channels=self.mask_channels,
-                    dtype=self.dtype, axis_name=self.axis_name, name=f'block{i}')(
+                    dtype=self.dtype, axis_name=self.axis_name,
+                    merge_attr_convs=self.merge_attr_convs, name=f'block{i}')(
                         h, z, z_id, train)
       if i < len(outs) - 1:
         h = layers.upsample2x(h)
