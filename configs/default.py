@@ -36,7 +36,8 @@ def get_config():
   config.model.remat = False  # rematerialise AAD ResBlks to save memory
   # One conv for the gamma/beta attribute convs of each ResBlk's AAD layers (same params and
   # result). Roofline (scripts/roofline.py, H100, batch 32): step >= 22.50 -> 20.14 ms;
-  # unmeasured on GPUs; slower on XLA:CPU (docs/performance.md).
+  # unmeasured on GPUs (scripts/gpu_bench.sh run E); on the CPU faster for tiny.py, level
+  # for synthetic.py (docs/performance.md).
   config.model.aad_merge_attr_convs = False
 
   # Multi-scale PatchGAN discriminator (pix2pixHD).
