@@ -678,7 +678,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
     if roof:
       lines.append(
           f"roofline ({r['framework']}, one device): step >= {1e3 * roof['step_s']:.1f} ms at "
-          f"{r['peak_flops'] / r['num_devices'] / 1e12:.0f} TFLOP/s and "
+          f"{r['peak_flops'] / r['num_devices'] / 1e12:.4g} TFLOP/s and "
           f"{roof['bandwidth'] / 1e12:.2f} TB/s ({1e3 * roof['memory_bound_s']:.1f} ms of it "
           f"bandwidth-bound), so MFU <= {100 * roof['mfu_bound']:.1f}% "
           f"({100 * roof['mfu_bound_own']:.1f}% counting only the ops' own operands)")
