@@ -62,11 +62,18 @@ DEVICE_PEAKS = {
 }
 
 
-def _device_row(device: jax.Device) -> tuple[float, float, float] | None:
-  kind = getattr(device, 'device_kind', '') or ''
+def kind_peaks(kind: str, dtype: str) -> tuple[float, float] | None:
+  """(peak FLOP/s for `dtype`, memory bandwidth in bytes/s) of one chip, or None if unknown.
+
+  Args:
+    kind: a `device.device_kind` or a key of DEVICE_PEAKS (matched as a substring,
+      case-insensitive, longest key first).
+    dtype: compute dtype name ('bfloat16' or 'float32').
+  """
   for key in sorted(DEVICE_PEAKS, key=len, reverse=True):
-    if key.lower() in kind.lower():
-      return DEVICE_PEAKS[key]
+    if key.lower() in (kind or '').lower():
+      bf16, fp32, tbps = DEVICE_PEAKS[key]
+      return 1e12 * (bf16 if _is_bf16(dtype) else fp32), 1e12 * tbps
   return None
 
 
@@ -77,16 +84,14 @@ def device_peak_flops(device: jax.Device, dtype: str) -> float | None:
     device: a jax device (its device_kind is matched against DEVICE_PEAKS).
     dtype: compute dtype name ('bfloat16' or 'float32').
   """
-  row = _device_row(device)
-  if row is None:
-    return None
-  return 1e12 * (row[0] if _is_bf16(dtype) else row[1])
+  peaks = kind_peaks(getattr(device, 'device_kind', ''), dtype)
+  return peaks[0] if peaks else None
 
 
 def device_bandwidth(device: jax.Device) -> float | None:
   """Datasheet memory bandwidth of one accelerator chip in bytes/s, or None if unknown."""
-  row = _device_row(device)
-  return 1e12 * row[2] if row else None
+  peaks = kind_peaks(getattr(device, 'device_kind', ''), 'bfloat16')
+  return peaks[1] if peaks else None
 
 
 def _is_bf16(dtype: Any) -> bool:
@@ -468,8 +473,8 @@ def bench_train(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: i
     result['mfu'] = result['achieved_flops'] / result['peak_flops']
   else:
     result['achieved_flops'] = result['mfu'] = None
-  if bandwidth is None and platform_name != 'cpu':
-    bandwidth = device_bandwidth(devices[0])
+  if bandwidth is None:
+    bandwidth = device_bandwidth(devices[0])  # None on CPU
   if bandwidth and result.get('peak_flops'):
     bound = jaxpr_cost.roofline(matrix_ops, result['peak_flops'] / n_dev, bandwidth)
     result['roofline'] = dict(bound, bandwidth=float(bandwidth))

@@ -98,10 +98,10 @@ class _Walker:
   def __init__(self):
     self.scopes = 0  # one per walked body: a jit body used at two call sites has one set of Vars
     self.ops: list[MatrixOp] = []
-    self.producer: dict[Any, tuple[str, Any]] = {}  # value -> ('matrix', op) | ('other', None)
+    # value -> (the MatrixOp that produced it, or None for other work; its bytes x count)
+    self.produced: dict[Any, tuple[MatrixOp | None, float]] = {}
     self.first_matrix_reader: dict[Any, MatrixOp] = {}
     self.read_by_other: set[Any] = set()
-    self.size: dict[Any, float] = {}
 
   def walk(self, jaxpr, env: dict[Any, Any], mult: float) -> list[Any]:
     """Walks `jaxpr` with its invars bound to `env`'s values; returns its outvars' values.
@@ -131,9 +131,7 @@ class _Walker:
         for v in ins:
           if v is not None:
             self.first_matrix_reader.setdefault(v, op)
-        out = eqn.outvars[0]
-        self.producer[value(out)] = ('matrix', op)
-        self.size[value(out)] = _nbytes(out) * mult
+        self.produced[value(eqn.outvars[0])] = (op, _nbytes(eqn.outvars[0]) * mult)
         continue
       if (name in _INLINED and len(subs) == 1
           and len(_open(subs[0][1]).invars) == len(eqn.invars)):
@@ -154,8 +152,7 @@ class _Walker:
           for _, j in subs:
             self.ops.extend(_Walker.flatten(j, inner_mult))
       for out in eqn.outvars:
-        self.producer[value(out)] = ('other', None)
-        self.size[value(out)] = _nbytes(out) * mult
+        self.produced[value(out)] = (None, _nbytes(out) * mult)
     outs = [value(v) for v in jaxpr.outvars]
     return outs
 
@@ -170,13 +167,13 @@ class _Walker:
 
   def attribute(self):
     """Adds the neighbour traffic: producer writes of operands, consumer reads of results."""
-    for v, op in self.first_matrix_reader.items():
-      if self.producer.get(v, (None,))[0] == 'other':
-        op.neighbour_bytes += self.size[v]
+    for v, reader in self.first_matrix_reader.items():
+      if v in self.produced and self.produced[v][0] is None:
+        reader.neighbour_bytes += self.produced[v][1]
     for v in self.read_by_other:
-      kind, op = self.producer.get(v, (None, None))
-      if kind == 'matrix':
-        op.neighbour_bytes += self.size[v]
+      producer, size = self.produced.get(v, (None, 0.0))
+      if producer is not None:
+        producer.neighbour_bytes += size
 
 
 def matrix_ops(jaxpr: Any) -> list[MatrixOp]:

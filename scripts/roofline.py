@@ -88,6 +88,7 @@ def main(argv=None) -> int:
   unknown = [k for k in kinds if k not in bench.DEVICE_PEAKS]
   if unknown:
     parser.error(f'unknown device {unknown[0]!r}; known: {", ".join(bench.DEVICE_PEAKS)}')
+  peaks = {k: bench.kind_peaks(k, args.dtype) for k in kinds}  # (FLOP/s, bytes/s)
   config = bench.bench_config(config_files.load(args.config), dtype=args.dtype)
   print(f'{args.config} ({config.image_size} px, {args.dtype}), one device, model FLOPs '
         'and the bytes of its convolutions and matrix products')
@@ -97,19 +98,16 @@ def main(argv=None) -> int:
           f'{sum(o.flops for o in ops) / 1e12:.3f} TFLOP, '
           f'{sum(o.total_bytes for o in ops) / 1e9:.1f} GB')
     for kind in kinds:
-      bf16, fp32, tbps = bench.DEVICE_PEAKS[kind]
-      peak = 1e12 * (bf16 if args.dtype == 'bfloat16' else fp32)
-      r = jaxpr_cost.roofline(ops, peak, 1e12 * tbps)
-      print(f'  {kind:<12} {peak / 1e12:6.1f} TFLOP/s {tbps:5.2f} TB/s: step >= '
+      peak, bandwidth = peaks[kind]
+      r = jaxpr_cost.roofline(ops, peak, bandwidth)
+      print(f'  {kind:<12} {peak / 1e12:6.1f} TFLOP/s {bandwidth / 1e12:5.2f} TB/s: step >= '
             f'{1e3 * r["step_s"]:7.2f} ms (compute alone {1e3 * r["compute_s"]:.2f} ms, '
             f'bandwidth-bound ops {1e3 * r["memory_bound_s"]:.2f} ms), '
             f'MFU <= {100 * r["mfu_bound"]:.1f}% '
             f'({100 * r["mfu_bound_own"]:.1f}% counting only their own operands)')
     if args.top and kinds:
-      bf16, fp32, tbps = bench.DEVICE_PEAKS[kinds[0]]
-      peak = 1e12 * (bf16 if args.dtype == 'bfloat16' else fp32)
       print(f'  largest shares of the {kinds[0]} bound:')
-      print('\n'.join(top_ops(ops, peak, 1e12 * tbps, args.top)))
+      print('\n'.join(top_ops(ops, *peaks[kinds[0]], args.top)))
   return 0
 
 

@@ -127,3 +127,4 @@ def test_device_bandwidth_table():
   assert bench.device_bandwidth(FakeDevice()) == pytest.approx(3.35e12)
   FakeDevice.device_kind = 'cpu'
   assert bench.device_bandwidth(FakeDevice()) is None
+  assert bench.kind_peaks('TPU v5p', 'float32') == pytest.approx((459e12, 2.765e12))
