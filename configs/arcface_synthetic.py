@@ -56,7 +56,7 @@ def get_config():
   config.model.layers = (1, 1, 1, 1)  # () = the arch's
   config.model.width = 8  # 0 = the arch's
   config.model.embedding_dim = 128  # 0 = the arch's
-  config.model.stem_stride = 2  # 1: arcface_torch's stem (0.74-0.84 s/step here; 2: 0.19-0.22)
+  config.model.stem_stride = 2  # 1: arcface_torch's stem (~4x slower here: docs/performance.md)
   config.model.bn_eps = 1e-5
   config.model.dtype = 'float32'
 
@@ -79,7 +79,9 @@ def get_config():
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'adamw'  # 'sgd' (arcface_torch) | 'adamw'
   config.optimizer.learning_rate = 3e-3
-  config.optimizer.momentum = 0.9
+  config.optimizer.momentum = 0.9  # sgd
+  config.optimizer.b1 = 0.9  # adamw
+  config.optimizer.b2 = 0.999  # adamw
   config.optimizer.weight_decay = 0.05  # (sgd: 5e-4)
   config.optimizer.schedule = 'poly'  # 'poly' (power 2) | 'cosine' | 'constant'
   config.optimizer.poly_power = 2.0

@@ -19,6 +19,11 @@ def get_config():
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.image_size = 256
+  # Fine-tuning: an fsjax export (`fsjax convert-generator`, `fsjax export`) or training
+  # workdir whose generator (and discriminator, when it has one) replace the random init of
+  # a fresh run; its identity encoder is used when identity.checkpoint is ''. Ignored once
+  # the workdir has checkpoints (the run resumes). '' = random init.
+  config.init_from = ''
 
   # AEI-Net: attribute encoder (U-Net) + AAD generator.
   config.model = ml_collections.ConfigDict()
@@ -28,16 +33,18 @@ def get_config():
   # outputs are gen_channels[1:] + (3,).
   config.model.gen_channels = (1024, 1024, 1024, 1024, 512, 256, 128, 64)
   config.model.id_dim = 512  # z_id size fed to the AAD Dense layers.
+  # z_id = the identity encoder's embedding divided by its L2 norm (fsjax's own models); False
+  # feeds the raw embedding (GHOST's weights). L_id compares normalised embeddings either way.
+  config.model.id_normalize = True
   config.model.aad_norm = 'instance'  # 'instance' (taotaonice/GHOST) | 'batch' (mindslab)
   config.model.aad_att_kernel = 1  # gamma/beta_att conv: 1 (taotaonice) | 3 (mindslab)
   config.model.aad_mask_channels = 'one'  # 'one' (taotaonice) | 'full' (C channels, mindslab)
   config.model.conv_bias = False  # bias on the ResBlk 3x3 convs (mindslab: True)
+  config.model.aad_num_blocks = 2  # [AAD-ReLU-Conv3x3] units per ResBlk: 2 (paper); GHOST 1|2|3
   config.model.dtype = 'float32'  # compute dtype: 'float32' | 'bfloat16'; params stay fp32
   config.model.remat = False  # rematerialise AAD ResBlks to save memory
   # One conv for the gamma/beta attribute convs of each ResBlk's AAD layers (same params and
-  # result). Roofline (scripts/roofline.py, H100, batch 32): step >= 22.50 -> 20.14 ms;
-  # unmeasured on GPUs (scripts/gpu_bench.sh run E); on the CPU faster for tiny.py, level
-  # for synthetic.py (docs/performance.md).
+  # result); off here until a GPU measures it (docs/performance.md, scripts/gpu_bench.sh E).
   config.model.aad_merge_attr_convs = False
 
   # Multi-scale PatchGAN discriminator (pix2pixHD).
@@ -55,6 +62,9 @@ def get_config():
   config.identity.arch = 'r50'  # r18 | r34 | r50 | r100 (used only with allow_random)
   config.identity.crop_mode = 'resize'  # 'resize' (ffhq alignment) | 'crop_19_237' (arcface 5-point at 0.85)
   config.identity.allow_random = False  # smoke tests only: random identity encoder
+  # An ArcFace config file trained once into WORKDIR/identity when no checkpoint is given
+  # (configs/synthetic.py: configs/arcface_synthetic.py); '' = off.
+  config.identity.auto_train = ''
 
   config.loss = ml_collections.ConfigDict()
   config.loss.adv = 1.0
@@ -82,11 +92,16 @@ def get_config():
   config.dataset.split = 'train'
   config.dataset.alignment = 'ffhq'  # must agree with identity.crop_mode
   config.dataset.same_identity_ratio = 0.2
+  config.dataset.same_target = 'other'  # same-identity target: 'other' image of the label | 'self'
   config.dataset.flip = True
   config.dataset.color_jitter = 0.0
   config.dataset.num_workers = 2
   config.dataset.prefetch = 2
 
+  # Multi-host configs (gpu_8x.py, tpu_pod.py) derive per_device_batch_size from these two;
+  # 0 = not set (no check of the run's device count).
+  config.num_devices = 0
+  config.global_batch_size = 0
   config.per_device_batch_size = 4
   config.num_train_steps = 500_000
   config.log_every_steps = 100

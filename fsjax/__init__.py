@@ -6,10 +6,10 @@ __version__ = '0.1.0'
 # Lazy re-exports: name -> (module, attribute). Importing fsjax stays cheap (no jax, flax
 # or orbax until one of these is used). Add entries here rather than a second __getattr__.
 _LAZY = {
-    'load_identity_encoder': ('fsjax.identity', 'load_identity_encoder'),
-    'load_swapper': ('fsjax.swapper', 'load_swapper'),
-    'Swapper': ('fsjax.swapper', 'Swapper'),
-    'export_swapper': ('fsjax.export', 'export_swapper'),
+    'load_identity_encoder': ('fsjax.identity.checkpoint', 'load_identity_encoder'),
+    'load_swapper': ('fsjax.swap.swapper', 'load_swapper'),
+    'Swapper': ('fsjax.swap.swapper', 'Swapper'),
+    'export_swapper': ('fsjax.swap.export', 'export_swapper'),
 }
 
 

@@ -12,9 +12,10 @@ COMMANDS = {
     'align': ('align', 'Detect and align faces in photos (PNG crops + landmarks.json).'),
     'build': ('build', 'Build a TFDS dataset (synthetic_faces, aligned_faces) without TensorFlow.'),
     'convert-arcface': ('convert_arcface', 'Convert an arcface_torch .pth or InsightFace ONNX recognizer.'),
+    'convert-generator': ('convert_generator', 'Convert GHOST (sber-swap) AEI-Net weights into a swapper export.'),
     'train-arcface': ('train_arcface', 'Train an ArcFace identity encoder.'),
     'train': ('train', 'Train AEI-Net (FaceShifter) on all devices of all hosts.'),
-    'eval': ('evaluate', 'Score swaps on the synthetic pairs split (identity and ground truth).'),
+    'eval': ('evaluate', 'Score swaps (ID retrieval, pose, expression): synthetic pairs, FF++, a pairs.csv.'),
     'export': ('export', 'Export a trained swapper for inference (Colab).'),
     'swap': ('swap', 'Swap faces in an image or a video.'),
     'bench': ('bench', 'Throughput benchmark (train, swap, data), optionally against PyTorch.'),
@@ -54,9 +55,26 @@ def run(argv=None):
     return 2
   module = importlib.import_module(f'fsjax.commands.{COMMANDS[name][0]}')
   from absl import app  # pylint: disable=g-import-not-at-top
+  from fsjax.commands import errors  # pylint: disable=g-import-not-at-top
   _show_in_help(module)
-  app.run(module.main, argv=[f'fsjax {name}'] + argv[2:])
+  errors.one_line_warnings(name)
+  app.run(module.main, argv=[f'fsjax {name}'] + argv[2:], flags_parser=_flags_parser(name))
   return 0
+
+
+def _flags_parser(name: str):
+  """absl's flag parsing, but bad flags give one line 'fsjax NAME: error: ...' and exit 2."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from fsjax.commands import errors  # pylint: disable=g-import-not-at-top
+
+  def parse(argv):
+    try:
+      return flags.FLAGS(argv)
+    except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
+      # flags.Error, or a --config.a.b=v override the config file rejects.
+      sys.exit(errors.fail(name, f'{errors.flag_error(e, argv)} (see fsjax {name} --help)'))
+
+  return parse
 
 
 if __name__ == '__main__':

@@ -90,7 +90,9 @@ if [[ $RUNS == *D* ]] && [ "$(left)" -gt 90 ]; then
   timeout --signal=TERM --kill-after=10 "$(left)" $PY - "$CONFIG" "$DTYPE" "$BATCH" "$STEPS" \
       "$OUT/torch_compile.json" > "$OUT/log_D.txt" 2>&1 <<'EOF'
 import json, sys
-from fsjax import bench, bench_torch, config_files
+from fsjax.bench import torch_baseline as bench_torch
+from fsjax.bench import train as bench
+from fsjax.train import config_files
 path, dtype, batch, steps, out = sys.argv[1:]
 config = bench.bench_config(config_files.load(path), dtype=dtype, per_device_batch_size=int(batch))
 r = bench_torch.bench_train_torch(config, batch_size=int(batch), steps=int(steps), warmup=3,

@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from configs import default
-from fsjax import input_pipeline
+from fsjax.data import input_pipeline
 
 
 def natural_png_source(size: int, n: int = 512, seed: int = 0):

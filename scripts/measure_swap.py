@@ -3,7 +3,7 @@
   python scripts/measure_swap.py configs/tiny.py [configs/synthetic.py ...]
 
 Uses random weights of each config's sizes (speed does not depend on the weights) and
-skimage.data.astronaut() (512 x 512, one face) as the frame; see fsjax.swapper.measure_swap.
+skimage.data.astronaut() (512 x 512, one face) as the frame; see fsjax.swap.swapper.measure_swap.
 """
 
 import json
@@ -12,8 +12,8 @@ import sys
 
 import jax
 
-from fsjax import config_files
-from fsjax import swapper as swapper_lib
+from fsjax.train import config_files
+from fsjax.swap import swapper as swapper_lib
 
 
 def main(paths):

@@ -5,7 +5,7 @@
 
 Traces (never compiles or runs) one device's training step at full size on abstract
 inputs, lists its convolutions and matrix products with the bytes each must move
-(fsjax.jaxpr_cost), and prints for each device kind of fsjax.bench.DEVICE_PEAKS asked for
+(fsjax.bench.jaxpr_cost), and prints for each device kind of fsjax.bench.machine.DEVICE_PEAKS asked for
 the lower bound on the step time, max(FLOPs / peak, bytes / bandwidth) summed over those
 ops, and the MFU bound it implies (also without the traffic of their neighbours, which
 XLA:TPU can fuse into a convolution); then the ops that dominate the bound. Runs on any host
@@ -25,19 +25,20 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fsjax import bench
-from fsjax import config_files
-from fsjax import jaxpr_cost
-from fsjax import parallel
-from fsjax import train_lib
+from fsjax.aei import train_lib
+from fsjax.bench import jaxpr_cost
+from fsjax.bench import machine as bench_machine
+from fsjax.bench import train as bench_train
+from fsjax.train import config_files
+from fsjax.train import parallel
 
 
 def trace_matrix_ops(config, batch: int) -> list[jaxpr_cost.MatrixOp]:
   """Matrix ops of one device's training step at per-device batch `batch` (accelerator rules)."""
-  config = bench.bench_config(config, per_device_batch_size=batch)
+  config = bench_train.bench_config(config, per_device_batch_size=batch)
   mesh = parallel.make_mesh(jax.devices()[:1])
   with mock.patch('jax.default_backend', return_value='gpu'):
-    identity_module, id_vars = bench.bench_identity(config, '')
+    identity_module, id_vars = bench_train.bench_identity(config, '')
     models = train_lib.build_models(config, identity_module)
     g_tx, d_tx = train_lib.make_optimizers(config)
     rep, dat = NamedSharding(mesh, P()), NamedSharding(mesh, P(parallel.DATA_AXIS))
@@ -81,15 +82,15 @@ def main(argv=None) -> int:
   parser.add_argument('--dtype', default='bfloat16', help="compute dtype ('bfloat16' | 'float32')")
   parser.add_argument('--batch', default='32', help='per-device batch sizes, comma separated')
   parser.add_argument('--device', default='H100,H200',
-                      help=f'device kinds, comma separated, of: {", ".join(bench.DEVICE_PEAKS)}')
+                      help=f'device kinds, comma separated, of: {", ".join(bench_machine.DEVICE_PEAKS)}')
   parser.add_argument('--top', type=int, default=12, help='op shapes to list (0: none)')
   args = parser.parse_args(argv)
   kinds = [k.strip() for k in args.device.split(',') if k.strip()]
-  unknown = [k for k in kinds if k not in bench.DEVICE_PEAKS]
+  unknown = [k for k in kinds if k not in bench_machine.DEVICE_PEAKS]
   if unknown:
-    parser.error(f'unknown device {unknown[0]!r}; known: {", ".join(bench.DEVICE_PEAKS)}')
-  peaks = {k: bench.kind_peaks(k, args.dtype) for k in kinds}  # (FLOP/s, bytes/s)
-  config = bench.bench_config(config_files.load(args.config), dtype=args.dtype)
+    parser.error(f'unknown device {unknown[0]!r}; known: {", ".join(bench_machine.DEVICE_PEAKS)}')
+  peaks = {k: bench_machine.kind_peaks(k, args.dtype) for k in kinds}  # (FLOP/s, bytes/s)
+  config = bench_train.bench_config(config_files.load(args.config), dtype=args.dtype)
   print(f'{args.config} ({config.image_size} px, {args.dtype}), one device, model FLOPs '
         'and the bytes of its convolutions and matrix products')
   for batch in (int(b) for b in args.batch.split(',')):

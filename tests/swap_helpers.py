@@ -1,7 +1,7 @@
 """Test helpers for the swap tests: a tiny training workdir and export, test media.
 
 The tiny model is filled with seeded random numbers of the right shapes
-(fsjax.swapper.random_variables on jax.eval_shape), not `module.init`: compiling the init of
+(fsjax.swap.random_weights.random_variables on jax.eval_shape), not `module.init`: compiling the init of
 AEI-Net takes minutes on a 2-core CPU, the forward pass seconds. The workdir is written with
 the trainer's own Checkpointer and TrainState, so export reads exactly what training writes. The export is made once per pytest session (cached under
 the session's base temp dir) and shared by test_swap.py and test_notebook.py.
@@ -28,7 +28,11 @@ def make_workdir(path: str):
   """
   from configs import tiny  # pylint: disable=g-import-not-at-top
   # pylint: disable=g-import-not-at-top
-  from fsjax import checkpointing, identity, models, swapper, train_lib
+  from fsjax import models
+  from fsjax.aei import train_lib
+  from fsjax.identity import checkpoint as identity
+  from fsjax.models import random_weights
+  from fsjax.train import checkpointing
   config = tiny.get_config()
   # Trained with an identity checkpoint (what real runs do), kept in the workdir.
   config.identity.allow_random = False
@@ -38,8 +42,8 @@ def make_workdir(path: str):
   discriminator = models.build_discriminator(config)
   x, z = jnp.zeros((1, size, size, 3)), jnp.zeros((1, id_dim))
   key = jax.random.key(0)
-  g_vars = swapper.random_variables(jax.eval_shape(lambda: generator.init(key, x, z)), 1)
-  d_vars = swapper.random_variables(jax.eval_shape(lambda: discriminator.init(key, x)), 2)
+  g_vars = random_weights.random_variables(jax.eval_shape(lambda: generator.init(key, x, z)), 1)
+  d_vars = random_weights.random_variables(jax.eval_shape(lambda: discriminator.init(key, x)), 2)
   g_tx, d_tx = train_lib.make_optimizers(config)
   state = train_lib.TrainState(
       step=jnp.array(3, jnp.int32), g_params=g_vars['params'],
@@ -54,7 +58,7 @@ def make_workdir(path: str):
   ckpt.close()
   id_meta = identity.make_meta((1, 1, 1, 1), 8, 64, 1e-5, alignment='ffhq', arch='tiny')
   id_module = identity.module_from_meta(id_meta)
-  id_vars = swapper.random_variables(identity.abstract_variables(id_module), 3)
+  id_vars = random_weights.random_variables(identity.abstract_variables(id_module), 3)
   identity.save_identity(os.path.join(path, 'identity'), id_vars, id_meta)
   return config, state
 

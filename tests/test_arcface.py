@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from fsjax.models import arcface
-from tests.torch_reference import iresnet as torch_iresnet
-from tests.torch_reference import iresnet_convert
+from fsjax.bench.torch_reference import iresnet as torch_iresnet
+from fsjax.bench.torch_reference import iresnet_convert
 
 
 def _count(tree):

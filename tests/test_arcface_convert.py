@@ -11,10 +11,11 @@ import pytest
 import torch
 
 import fsjax
-from fsjax import arcface_convert
-from fsjax import identity
 from fsjax import models
-from tests.torch_reference import iresnet as torch_iresnet
+from fsjax.identity import checkpoint as identity
+from fsjax.identity import convert as arcface_convert
+from fsjax.identity import resolve
+from fsjax.bench.torch_reference import iresnet as torch_iresnet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -211,22 +212,23 @@ def test_load_identity_and_build_identity(sources, tmp_path):
   assert models.build_identity(meta).width == 8
 
   config = ml_collections.ConfigDict({
+      'seed': 0, 'dataset': {'alignment': 'arcface'},
       'model': {'id_dim': 64, 'dtype': 'bfloat16'},
       'identity': {'checkpoint': str(tmp_path / 'ckpt'), 'arch': 'r50',
-                   'allow_random': False}})
-  built = models.build_identity(config)
+                   'allow_random': False, 'auto_train': ''}})
+  built = resolve.resolve(config).module
   assert (built.layers, built.embedding_dim) == ((1, 1, 1, 1), 64)
   assert np.dtype(built.dtype) == np.dtype('bfloat16')
 
   config.identity.checkpoint = ''
-  with pytest.raises(ValueError, match='convert-arcface'):
-    models.build_identity(config)
+  with pytest.raises(resolve.IdentityCheckpointError, match='convert-arcface'):
+    resolve.resolve(config)
   config.identity.allow_random = True
   config.identity.arch = 'tiny'
-  assert models.build_identity(config.identity).width == 8
+  assert resolve.resolve(config).module.width == 8
   config.identity.arch = 'r18'
   with pytest.raises(ValueError, match='id_dim'):
-    models.build_identity(config)
+    resolve.resolve(config)
 
 
 def test_encoder_rejects_unbatched_or_wrong_size(sources, tmp_path):

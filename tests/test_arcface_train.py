@@ -10,11 +10,13 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import arcface_tiny
-from fsjax import arcface_train_lib as lib
-from fsjax import arcface_trainer
-from fsjax import checkpointing
-from fsjax import input_pipeline
-from fsjax import parallel
+from fsjax.identity import train_lib as lib
+from fsjax.identity import trainer as arcface_trainer
+from fsjax.identity import verification
+from fsjax.data import input_pipeline
+from fsjax.train import checkpointing
+from fsjax.train import loop
+from fsjax.train import parallel
 
 
 def _np_arcface_loss(emb, labels, kernel, s, m):
@@ -124,13 +126,13 @@ def test_verification_metrics():
   rng = np.random.default_rng(0)
   labels = np.repeat(np.arange(5), 4)
   emb = np.eye(8)[labels] + 0.01 * rng.normal(size=(20, 8))
-  pairs, same = lib.make_pairs(labels, 20, seed=0)
+  pairs, same = verification.make_pairs(labels, 20, seed=0)
   assert same.sum() == 20 and (~same).sum() == 20
   assert np.all((labels[pairs[:, 0]] == labels[pairs[:, 1]]) == same)
-  pairs2, same2 = lib.make_pairs(labels, 20, seed=0)
+  pairs2, same2 = verification.make_pairs(labels, 20, seed=0)
   np.testing.assert_array_equal(pairs, pairs2)
   np.testing.assert_array_equal(same, same2)
-  m = lib.verification_metrics(emb, pairs, same, folds=5)
+  m = verification.verification_metrics(emb, pairs, same, folds=5)
   assert m['accuracy'] == 1.0 and m['best_accuracy'] == 1.0 and m['tar_at_far'] == 1.0
 
   # TAR@FAR on a known example: 2000 negatives 0..1999 / 2000, FAR 1e-3 -> 2 negatives may
@@ -139,12 +141,12 @@ def test_verification_metrics():
   pos = np.array([0.5, 0.9984, 0.999, 0.9986, 1.0, 0.2])
   scores = np.concatenate([pos, neg])
   is_pos = np.concatenate([np.ones(6, bool), np.zeros(2000, bool)])
-  tar, thr = lib.tar_at_far(scores, is_pos, 1e-3)
+  tar, thr = verification.tar_at_far(scores, is_pos, 1e-3)
   assert thr == pytest.approx(1997 / 2000)
   assert tar == pytest.approx(3 / 6)  # 0.999, 0.9986, 1.0 (strictly above)
   assert np.sum(neg > thr) <= 2
   # Best threshold on a simple case: 3 of 4 separable.
-  thr, acc = lib.best_threshold(np.array([0.1, 0.2, 0.3, 0.9]), np.array([0, 1, 0, 1], bool))
+  thr, acc = verification.best_threshold(np.array([0.1, 0.2, 0.3, 0.9]), np.array([0, 1, 0, 1], bool))
   assert acc == 0.75
 
 
@@ -193,7 +195,7 @@ def test_train_resume_and_export(tmp_path, jax_cache):
   assert second['start_step'] == 3 and second['step'] == 5
   assert int(second['state'].step) == 5
   assert np.isfinite(second['train']['loss'])
-  to_np = arcface_trainer.aei_trainer.to_host
+  to_np = loop.to_host
   moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))),
                        to_np(first['state'].params), to_np(second['state'].params))
   assert max(jax.tree.leaves(moved)) > 0  # steps 4-5 changed the parameters

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from fsjax import bench
+from fsjax.bench import machine as bench_machine
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -88,13 +88,13 @@ def test_swap_mode(bench_json):
 def test_peak_table_and_timing_stats():
   class FakeDevice:
     device_kind = 'NVIDIA H100 80GB HBM3'
-  assert bench.device_peak_flops(FakeDevice(), 'bfloat16') == pytest.approx(989.4e12)
+  assert bench_machine.device_peak_flops(FakeDevice(), 'bfloat16') == pytest.approx(989.4e12)
   FakeDevice.device_kind = 'NVIDIA H100 PCIe'
-  assert bench.device_peak_flops(FakeDevice(), 'bfloat16') == pytest.approx(756e12)
+  assert bench_machine.device_peak_flops(FakeDevice(), 'bfloat16') == pytest.approx(756e12)
   FakeDevice.device_kind = 'TPU v5 lite'
-  assert bench.device_peak_flops(FakeDevice(), 'float32') == pytest.approx(197e12)
+  assert bench_machine.device_peak_flops(FakeDevice(), 'float32') == pytest.approx(197e12)
   FakeDevice.device_kind = 'cpu'
-  assert bench.device_peak_flops(FakeDevice(), 'float32') is None
-  stats = bench.timing_stats([1.0, 2.0, 3.0, 4.0, 10.0])
+  assert bench_machine.device_peak_flops(FakeDevice(), 'float32') is None
+  stats = bench_machine.timing_stats([1.0, 2.0, 3.0, 4.0, 10.0])
   assert stats['step_s_median'] == 3.0 and 4.0 < stats['step_s_p90'] <= 10.0
 

@@ -7,8 +7,8 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
 
-from fsjax import jaxpr_cost
-from fsjax import parallel
+from fsjax.bench import jaxpr_cost
+from fsjax.train import parallel
 from fsjax.models import cpu_conv
 
 

@@ -1,8 +1,8 @@
-"""fsjax.evaluate: identity-transfer and ground-truth metrics on known answers."""
+"""fsjax.eval.synthetic: identity-transfer and ground-truth metrics on known answers."""
 
 import numpy as np
 
-from fsjax import evaluate
+from fsjax.eval import synthetic as evaluate
 from fsjax.data import synthetic_faces
 
 

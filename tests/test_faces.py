@@ -1,4 +1,4 @@
-"""Tests of fsjax.image_io, fsjax.faces (detection, alignment) and `fsjax align`.
+"""Tests of fsjax.data.image_io, fsjax.faces (detection, alignment) and `fsjax align`.
 
 Real photos: the folder named by FSJAX_TEST_FACES (labels.csv gives the face counts);
 those tests skip when it is unset. skimage.data.astronaut() is always used.
@@ -29,7 +29,7 @@ import pytest
 from skimage import data as skdata
 from skimage import transform as sktransform
 
-from fsjax import image_io
+from fsjax.data import image_io
 from fsjax.faces import align as align_lib
 from fsjax.faces import align_images
 from fsjax.faces import detect as detect_lib

@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import tiny
-from fsjax import input_pipeline
+from fsjax.data import input_pipeline
 
 N, S, PER_ID = 200, 16, 5
 

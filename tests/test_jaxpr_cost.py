@@ -1,4 +1,4 @@
-"""fsjax.jaxpr_cost: exact FLOPs and bytes of a small traced program, and the roofline sums."""
+"""fsjax.bench.jaxpr_cost: exact FLOPs and bytes of a small traced program, and the roofline sums."""
 
 import os
 import sys
@@ -7,8 +7,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from fsjax import bench
-from fsjax import jaxpr_cost
+from fsjax.bench import jaxpr_cost
+from fsjax.bench import machine as bench_machine
+from fsjax.bench import run as bench
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -122,9 +123,9 @@ def test_bench_table_prints_the_roofline():
 def test_device_bandwidth_table():
   class FakeDevice:
     device_kind = 'NVIDIA H200'
-  assert bench.device_bandwidth(FakeDevice()) == pytest.approx(4.8e12)
+  assert bench_machine.device_bandwidth(FakeDevice()) == pytest.approx(4.8e12)
   FakeDevice.device_kind = 'NVIDIA H100 80GB HBM3'
-  assert bench.device_bandwidth(FakeDevice()) == pytest.approx(3.35e12)
+  assert bench_machine.device_bandwidth(FakeDevice()) == pytest.approx(3.35e12)
   FakeDevice.device_kind = 'cpu'
-  assert bench.device_bandwidth(FakeDevice()) is None
-  assert bench.kind_peaks('TPU v5p', 'float32') == pytest.approx((459e12, 2.765e12))
+  assert bench_machine.device_bandwidth(FakeDevice()) is None
+  assert bench_machine.kind_peaks('TPU v5p', 'float32') == pytest.approx((459e12, 2.765e12))

@@ -23,9 +23,9 @@ from fsjax.models import aei_net
 from fsjax.models import attributes
 from fsjax.models import discriminator
 from fsjax.models import layers
-from tests.torch_reference import aei as t_aei
-from tests.torch_reference import convert
-from tests.torch_reference import discriminator as t_disc
+from fsjax.bench.torch_reference import aei as t_aei
+from fsjax.bench.torch_reference import convert
+from fsjax.bench.torch_reference import discriminator as t_disc
 
 TOL = 1e-4  # max |flax - torch| <= TOL * max(1, max |torch|), float32
 BF16_REL_L2 = 5e-2  # bound on ||bf16 - fp32|| / ||fp32|| (see test_bfloat16_close_to_float32)

@@ -7,7 +7,7 @@ from nbclient import NotebookClient
 from PIL import Image
 
 import swap_helpers
-from fsjax import provenance
+from fsjax.swap import provenance
 
 NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'notebooks',
                         'swap_in_colab.ipynb')

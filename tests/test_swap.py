@@ -13,12 +13,12 @@ import skimage.data
 from PIL import Image
 
 import swap_helpers
-from fsjax import blend
-from fsjax import export
-from fsjax import provenance
-from fsjax import swap_files
-from fsjax import swapper as swapper_lib
-from fsjax import video
+from fsjax.swap import blend
+from fsjax.swap import export
+from fsjax.swap import provenance
+from fsjax.swap import files as swap_files
+from fsjax.swap import swapper as swapper_lib
+from fsjax.swap import video
 from fsjax.faces import detect
 
 # ffmpeg is started from a process that has loaded JAX: fork + exec is safe, the warning is not.
@@ -70,7 +70,7 @@ def test_export_holds_ema_params_identity_and_config(tiny):
   assert not [n for n in os.listdir(os.path.dirname(out)) if '.tmp-' in n]
 
   bundle = export.load_bundle(out)
-  from fsjax import checkpointing  # pylint: disable=g-import-not-at-top
+  from fsjax.train import checkpointing  # pylint: disable=g-import-not-at-top
   stored = checkpointing.Checkpointer(workdir).manager.restore(3)  # the raw train state
   state = stored['state'] if 'state' in stored else stored
   ema = jax.tree.map(np.asarray, state['ema_params'])
@@ -78,7 +78,7 @@ def test_export_holds_ema_params_identity_and_config(tiny):
   assert _leaves_equal(bundle.generator_variables['params'], ema)
   assert not _leaves_equal(bundle.generator_variables['params'], g)
   assert _leaves_equal(bundle.generator_variables['batch_stats'], state['g_batch_stats'])
-  from fsjax import identity  # pylint: disable=g-import-not-at-top
+  from fsjax.identity import checkpoint as identity  # pylint: disable=g-import-not-at-top
   _, id_vars, _ = identity.load_identity(os.path.join(workdir, 'identity'))
   assert _leaves_equal(bundle.identity_variables, id_vars)
 
@@ -87,24 +87,20 @@ def test_export_holds_ema_params_identity_and_config(tiny):
   assert _leaves_equal(from_workdir.generator_variables, bundle.generator_variables)
 
 
-def test_workdir_with_random_identity_uses_the_trainers_encoder(tiny, monkeypatch):
-  """allow_random runs: the identity encoder is re-created by trainer.setup_identity."""
+def test_workdir_with_random_identity_uses_the_trainers_encoder(tiny):
+  """allow_random runs: export re-creates the encoder the trainer used (identity.resolve)."""
   workdir, _ = tiny
   from configs import tiny as tiny_config  # pylint: disable=g-import-not-at-top
-  from fsjax import identity, trainer  # pylint: disable=g-import-not-at-top
+  from fsjax.aei import trainer  # pylint: disable=g-import-not-at-top
   config = tiny_config.get_config()  # allow_random=True, no identity checkpoint
-  saved = identity.load_identity(os.path.join(workdir, 'identity'))
-  calls = []
-
-  def fake_setup_identity(cfg, wd):  # the real one compiles an init (~20 s on 2 cores)
-    calls.append((cfg.identity.allow_random, wd))
-    return saved[0], jax.tree.map(lambda a: np.asarray(a) + 1.0, saved[1]), {'random': True}
-
-  monkeypatch.setattr(trainer, 'setup_identity', fake_setup_identity)
+  used_in_training = trainer.setup_identity(config, workdir)
   variables, meta = export._workdir_identity(workdir, config)  # pylint: disable=protected-access
-  assert calls == [(True, workdir)]
-  assert meta['random'] and meta['arch'] == 'tiny' and meta['layers'] == [1, 1, 1, 1]
-  assert _leaves_equal(variables, jax.tree.map(lambda a: np.asarray(a) + 1.0, saved[1]))
+  assert meta['random'] and meta['arch'] == 'tiny' and list(meta['layers']) == [1, 1, 1, 1]
+  assert _leaves_equal(variables, jax.tree.map(np.asarray, used_in_training.variables))
+  # and the seed matters: another run seed gives another encoder
+  config.seed += 1
+  other, _ = export._workdir_identity(workdir, config)  # pylint: disable=protected-access
+  assert not _leaves_equal(variables, other)
 
 
 # ----------------------------------------------------------------------------- pieces

@@ -30,10 +30,12 @@ import optax
 import pytest
 
 import train_helpers
-from fsjax import checkpointing
-from fsjax import parallel
-from fsjax import train_lib
-from fsjax import trainer
+from fsjax.aei import train_lib
+from fsjax.aei import trainer
+from fsjax.identity import resolve
+from fsjax.train import checkpointing
+from fsjax.train import loop
+from fsjax.train import parallel
 
 REF_STEPS = 4
 GRAD_RTOL = 1e-3  # |grad(4 devices) - grad(1 device)| / |grad|: see the sharded-step test
@@ -72,14 +74,14 @@ def reference_run(jax_cache, tmp_path_factory):
 def test_loop_trains_checkpoints_and_logs(reference_run):
   state, workdir, config = reference_run['state'], reference_run['workdir'], reference_run['config']
   print(f'reference run of {REF_STEPS} steps (with compilation): {reference_run["seconds"]:.1f} s')
-  host = trainer.to_host(state)
+  host = loop.to_host(state)
   assert int(host.step) == REF_STEPS
   assert int(host.nonfinite_total) == 0
 
   # Parameters moved away from the initialisation (same seed -> same init).
-  models = train_lib.build_models(config, trainer.setup_identity(config, workdir)[0])
+  models = train_lib.build_models(config, trainer.setup_identity(config, workdir).module)
   g_tx, d_tx = train_lib.make_optimizers(config)
-  init = trainer.to_host(trainer.init_state(config, parallel.make_mesh(), models, g_tx, d_tx))
+  init = loop.to_host(trainer.init_state(config, parallel.make_mesh(), models, g_tx, d_tx))
   # Every kernel moved; biases may not: a bias right before an instance norm (D's normalised
   # convs) gets an exactly zero gradient.
   for name in ('g_params', 'd_params', 'ema_params'):
@@ -118,10 +120,10 @@ def test_loop_trains_checkpoints_and_logs(reference_run):
 def test_refuses_to_start_without_identity_encoder(tmp_path):
   config = train_helpers.test_config()
   config.identity.allow_random = False
-  with pytest.raises(trainer.IdentityCheckpointError, match='fsjax convert-arcface'):
+  with pytest.raises(resolve.IdentityCheckpointError, match='fsjax convert-arcface'):
     trainer.train_and_evaluate(config, str(tmp_path), data_source=train_helpers.fake_source())
   config.identity.checkpoint = str(tmp_path)  # not an identity checkpoint
-  with pytest.raises(trainer.IdentityCheckpointError, match='identity.json'):
+  with pytest.raises(resolve.IdentityCheckpointError, match='identity.json'):
     trainer.train_and_evaluate(config, str(tmp_path), data_source=train_helpers.fake_source())
   # A config that trains its own encoder (configs/synthetic.py) reuses the one already
   # in WORKDIR/identity instead of training again.
@@ -129,7 +131,7 @@ def test_refuses_to_start_without_identity_encoder(tmp_path):
   config.identity.auto_train = 'configs/arcface_synthetic.py'
   (tmp_path / 'identity').mkdir()
   (tmp_path / 'identity' / 'identity.json').write_text('{}')
-  assert trainer.ensure_identity_checkpoint(config, str(tmp_path)) == str(tmp_path / 'identity')
+  assert resolve.checkpoint_dir(config, str(tmp_path)) == str(tmp_path / 'identity')
 
 
 def test_alignment_must_match_crop_mode():
@@ -150,14 +152,15 @@ def step_setup(jax_cache):
   """SGD(1.0) steps on 4 devices and on 1 device, a start state and a float batch."""
   del jax_cache
   config = train_helpers.test_config()
-  identity, id_vars, _ = trainer.setup_identity(config, '')
+  found = trainer.setup_identity(config, '')
+  identity, id_vars = found.module, found.variables
   models = train_lib.build_models(config, identity)
   # SGD with lr 1: new params = params - grad, so params compare gradients directly
   # (Adam with b1 = 0 would blow float noise in ~0 gradients up to +-lr).
   g_tx = d_tx = optax.sgd(1.0)
   mesh4 = parallel.make_mesh()
   mesh1 = parallel.make_mesh(jax.devices()[:1])
-  state = trainer.to_host(trainer.init_state(config, mesh4, models, g_tx, d_tx))
+  state = loop.to_host(trainer.init_state(config, mesh4, models, g_tx, d_tx))
   rs = np.random.RandomState(1)
   s = config.image_size
   batch = {'source': rs.uniform(-1, 1, (4, s, s, 3)).astype(np.float32),
@@ -176,7 +179,7 @@ def _run(setup, n, state, batch):
   state = parallel.replicate(state, mesh)
   id_vars = parallel.replicate(setup['id_vars'], mesh)
   new_state, metrics = setup['steps'][n](state, parallel.shard_batch(batch, mesh), id_vars)
-  return trainer.to_host(new_state), train_lib.metrics_to_host(metrics)
+  return loop.to_host(new_state), loop.metrics_to_host(metrics)
 
 
 def _distance(xs, ys):
@@ -239,9 +242,9 @@ def test_nan_batch_is_skipped_and_counted(step_setup):
 
 def test_loop_stops_after_consecutive_nonfinite_steps(step_setup):
   host = step_setup['state'].replace(nonfinite_count=np.int32(5))
-  with pytest.raises(trainer.NonFiniteError, match='max_nonfinite_steps=5'):
-    trainer._check_nonfinite(host, 5, 10)  # pylint: disable=protected-access
-  trainer._check_nonfinite(host, 6, 10)  # pylint: disable=protected-access
+  with pytest.raises(loop.NonFiniteError, match='max_nonfinite_steps=5'):
+    loop.check_nonfinite(host, 5, 10, trainer.NONFINITE_ADVICE)
+  loop.check_nonfinite(host, 6, 10, trainer.NONFINITE_ADVICE)
 
 
 # ----------------------------------------------------------------------------
@@ -388,8 +391,7 @@ def test_bfloat16_step_traces_with_float32_state():
   """config.model.dtype='bfloat16': the step traces (shapes only, no compile) and keeps fp32."""
   config = train_helpers.test_config()
   config.model.dtype = 'bfloat16'
-  from fsjax import models as models_lib  # pylint: disable=g-import-not-at-top
-  identity = models_lib.build_identity(config)
+  identity = resolve.random_encoder(config, config.model.dtype).module
   id_vars = jax.eval_shape(identity.init, jax.random.PRNGKey(0), jnp.zeros((1, 112, 112, 3)))
   models = train_lib.build_models(config, identity)
   g_tx, d_tx = train_lib.make_optimizers(config)

@@ -14,9 +14,9 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 import train_helpers
-from fsjax import checkpointing
-from fsjax import metric_logging
-from fsjax import parallel
+from fsjax.train import checkpointing
+from fsjax.train import metric_logging
+from fsjax.train import parallel
 
 
 # ----------------------------------------------------------------------------

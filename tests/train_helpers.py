@@ -58,7 +58,7 @@ def test_config(steps: int = 3, checkpoint_every: int = 2, sample_every: int = 0
 def fake_source(num_identities: int = 6, per_identity: int = 2, size: int = 64, seed: int = 0):
   """InMemorySource of smooth random 'faces': uint8 [N, size, size, 3] with identity labels."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from fsjax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from fsjax.data import input_pipeline  # pylint: disable=g-import-not-at-top
   rs = np.random.RandomState(seed)
   n = num_identities * per_identity
   coarse = rs.randint(0, 256, (n, 8, 8, 3)).astype(np.float32)
@@ -72,9 +72,9 @@ def state_digest(state) -> str:
   """sha256 over every array of a TrainState (host copies), in tree order."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from fsjax import trainer  # pylint: disable=g-import-not-at-top
+  from fsjax.train import loop  # pylint: disable=g-import-not-at-top
   h = hashlib.sha256()
-  for leaf in jax.tree.leaves(trainer.to_host(state)):
+  for leaf in jax.tree.leaves(loop.to_host(state)):
     a = np.ascontiguousarray(np.asarray(leaf))
     h.update(str(a.dtype).encode() + str(a.shape).encode())
     h.update(a.tobytes())
@@ -123,9 +123,10 @@ def main():
 
   import logging  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  from fsjax import parallel  # pylint: disable=g-import-not-at-top
+  from fsjax.train import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-  from fsjax import trainer  # pylint: disable=g-import-not-at-top
+  from fsjax.aei import trainer  # pylint: disable=g-import-not-at-top
+  from fsjax.train import loop as trainer_loop  # pylint: disable=g-import-not-at-top
 
   class StepLines(logging.Handler):
 
@@ -147,7 +148,7 @@ def main():
   config = test_config(steps=args.steps, checkpoint_every=args.checkpoint_every)
   source = fake_source(size=config.image_size)
   state = trainer.train_and_evaluate(config, args.workdir, data_source=source)
-  print('PARAMS_DIGEST', state_digest(state), 'STEP', int(trainer.to_host(state.step)),
+  print('PARAMS_DIGEST', state_digest(state), 'STEP', int(trainer_loop.to_host(state.step)),
         'PROCESS', jax.process_index(), flush=True)
 
 

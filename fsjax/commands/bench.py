@@ -10,7 +10,7 @@ Examples:
 --mode takes one mode or a comma-separated list (run in one process, so `data` can
 compare with the `train` figure of the same run). Without identity.checkpoint the
 identity encoder has random weights (speed does not depend on them). The logic lives
-in fsjax.bench (JAX) and fsjax.bench_torch (the PyTorch baseline, from a checkout).
+in fsjax.bench.run (JAX) and fsjax.bench.torch_baseline (the PyTorch baseline, from a checkout).
 """
 
 import json
@@ -58,8 +58,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   for noisy in ('absl', 'jax', 'orbax'):
     py_logging.getLogger(noisy).setLevel(py_logging.WARNING)
-  from fsjax import bench  # pylint: disable=g-import-not-at-top
-  from fsjax import bench_torch  # pylint: disable=g-import-not-at-top
+  from fsjax.bench import run as bench  # pylint: disable=g-import-not-at-top
+  from fsjax.bench import torch_baseline as bench_torch  # pylint: disable=g-import-not-at-top
   modes = [m.strip() for m in _MODE.value.split(',') if m.strip()]
   try:
     out = bench.run(

@@ -10,10 +10,11 @@ Writes array_record without TensorFlow; progress bars come from TFDS. The logic 
 fsjax.data.build.
 """
 
-from absl import app
 from absl import flags
 
+from fsjax.commands import errors
 from fsjax.data import build as build_lib
+from fsjax.data import paths
 
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data dir (default ~/tensorflow_datasets).')
 _MANUAL_DIR = flags.DEFINE_string(
@@ -24,9 +25,17 @@ _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Rebuild even if already prep
 def main(argv):
   names = argv[1:]
   if not names:
-    raise app.UsageError('usage: fsjax build NAME/CONFIG... [--data_dir D] [--manual_dir M]')
+    return errors.fail('build', 'give a dataset: fsjax build NAME/CONFIG... [--data_dir D] '
+                       '[--manual_dir M]')
+  data_dir, manual_dir = (paths.absolute(f.value) if f.value else None
+                          for f in (_DATA_DIR, _MANUAL_DIR))
+  try:  # every name is checked before the first is built
+    for name in names:
+      build_lib.check_dataset(name, data_dir, manual_dir, overwrite=_OVERWRITE.value)
+  except build_lib.DatasetError as e:
+    return errors.fail('build', e)
   for name in names:
-    builder = build_lib.build_dataset(name, data_dir=_DATA_DIR.value,
-                                      manual_dir=_MANUAL_DIR.value, overwrite=_OVERWRITE.value)
+    builder = build_lib.build_dataset(name, data_dir=data_dir, manual_dir=manual_dir,
+                                      overwrite=_OVERWRITE.value)
     splits = ', '.join(f'{k}: {v.num_examples}' for k, v in builder.info.splits.items())
     print(f'{name}: ready at {builder.data_dir} ({splits})')

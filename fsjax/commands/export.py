@@ -3,7 +3,9 @@
   fsjax export --workdir TRAIN_WORKDIR --output EXPORT_DIR [--step N] [--overwrite]
 
 The export loads with `fsjax.load_swapper(EXPORT_DIR)` or `fsjax swap --checkpoint
-EXPORT_DIR` without the training code. Swaps made from it are marked as synthetic media
+EXPORT_DIR` without the training code. EXPORT_DIR must lie outside TRAIN_WORKDIR (and not
+contain it); --overwrite replaces only an earlier export (a folder with swapper.json). An
+unreadable newest checkpoint is skipped with one warning naming the step used. Swaps made from it are marked as synthetic media
 (see `fsjax swap --help`).
 """
 
@@ -13,13 +15,15 @@ import os
 from absl import flags
 from absl import logging
 
-from fsjax import export
 from fsjax.commands import errors
+from fsjax.data import paths
+from fsjax.swap import export
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (or an export to copy).')
 _OUTPUT = flags.DEFINE_string('output', None, 'Export directory to create.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest readable).')
-_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing --output.')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False,
+                               'Replace an existing --output that is an earlier export.')
 
 
 def main(argv):
@@ -31,7 +35,7 @@ def main(argv):
   try:
     out = export.export_swapper(_WORKDIR.value, _OUTPUT.value, step=_STEP.value,
                                 overwrite=_OVERWRITE.value)
-  except export.ExportError as e:
+  except (export.ExportError, paths.OutputError) as e:
     return errors.fail('export', str(e))
   with open(os.path.join(out, export.META_FILE)) as f:
     meta = json.load(f)

@@ -17,7 +17,7 @@ one line `fsjax swap: error: ...` and exits with code 2.
 from absl import flags
 from absl import logging
 
-from fsjax import swap_files
+from fsjax.swap import files as swap_files
 from fsjax.commands import errors
 
 _CHECKPOINT = flags.DEFINE_string(

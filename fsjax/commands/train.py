@@ -9,16 +9,27 @@ Examples:
     --coordinator_address=host0:1234 --num_processes=2 --process_id=0
 
 TPU pods are detected automatically (no multi-host flags). Re-running the same command
-resumes from the newest checkpoint in --workdir. The logic lives in fsjax.trainer.
+resumes from the newest checkpoint in --workdir. Bad input (an unknown --config.x, a missing
+config file, bad values, an unknown or unbuilt dataset, no identity encoder, a workdir that is
+a file, read-only or on a full disk) prints one line `fsjax train: error: ...`, exits 2 and
+creates nothing; so does a workdir another run is using (`fsjax.lock`). Ctrl-C saves a
+checkpoint of the current step and exits 130 (a second Ctrl-C stops at once); SIGTERM saves
+and exits 0. The logic lives in fsjax.aei.trainer.
 """
 
+from fsjax.commands import errors
 from fsjax.commands import training_flags
 
 _FLAGS = training_flags.define(__name__, 'Training config file (configs/*.py).',
                                'Run directory (checkpoints, logs, samples).')
+# Config fields holding user paths, made absolute where the command runs.
+PATH_FIELDS = ('identity.checkpoint', 'dataset.data_dir', 'dataset.manual_dir')
 
 
 def main(argv):
-  training_flags.start(_FLAGS, argv)
-  from fsjax import trainer  # pylint: disable=g-import-not-at-top
-  trainer.train_and_evaluate(_FLAGS.config.value, _FLAGS.workdir.value)
+  try:
+    config, workdir = training_flags.start(_FLAGS, argv, PATH_FIELDS)
+  except ValueError as e:
+    return errors.fail('train', e)
+  from fsjax.aei import trainer  # pylint: disable=g-import-not-at-top
+  return training_flags.run('train', trainer, config, workdir)[0]

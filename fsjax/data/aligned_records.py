@@ -14,7 +14,7 @@ import cv2
 from etils import epath
 import numpy as np
 
-from fsjax import image_io
+from fsjax.data import image_io
 from fsjax.data import tfds_utils
 
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -27,7 +27,7 @@ class CropOptions:
   alignment: str = 'ffhq'  # 'none' | 'ffhq' | 'arcface'
   all_faces: bool = False
   min_face: int = 40
-  max_pixels: int = 100_000_000
+  max_pixels: int = 0  # 0: fsjax's cap for every command, image_io.pixel_cap()
   min_side: int = 32
 
 

@@ -17,4 +17,4 @@ from fsjax.faces.detect import DlibDetector
 from fsjax.faces.detect import Face
 from fsjax.faces.detect import FaceDetector
 from fsjax.faces.detect import landmarks5_from_68
-from fsjax.image_io import load_rgb
+from fsjax.data.image_io import load_rgb

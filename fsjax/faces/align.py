@@ -13,6 +13,10 @@ with `invert_affine(M)`):
   centred 0.1 of the eye-to-mouth vector below the eye midpoint, side
   max(4 x eye distance, 3.6 x eye-to-mouth distance), mapped onto the S x S output.
   The face fills the whole crop; the identity encoder reads it with mode 'resize'.
+- 'ghost224': GHOST's (ai-forever/sber-swap) preprocessing, what its AEI-Net weights expect:
+  the similarity taking the 5 points to the 112 template x 2 (insightface
+  `estimate_norm(kps, 224)`) into a 224 crop (plain cv2.warpAffine, black border), then
+  cv2.resize (bilinear) to S when S != 224 (GHOST feeds its generator the 256 resize).
 
 Pixel coordinates are pixel-index coordinates (pixel centres at integers), as dlib,
 InsightFace and cv2.warpAffine use them.
@@ -35,7 +39,7 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
-ALIGN_MODES = ('arcface', 'ffhq')
+ALIGN_MODES = ('arcface', 'ffhq', 'ghost224')
 
 # InsightFace's 5-point template for 112x112 crops (left eye, right eye, nose tip, left
 # mouth corner, right mouth corner; left/right as seen in the image), pixel-index coords.
@@ -52,7 +56,7 @@ BORDERS = {
     'reflect': cv2.BORDER_REFLECT_101,
     'replicate': cv2.BORDER_REPLICATE,
 }
-DEFAULT_BORDER = {'arcface': 'constant', 'ffhq': 'reflect'}
+DEFAULT_BORDER = {'arcface': 'constant', 'ffhq': 'reflect', 'ghost224': 'constant'}
 
 # Rows/cols of a 256 'arcface' crop that hold the 112 ArcFace alignment (see module doc).
 CROP_256_LO, CROP_256_HI = 19, 237
@@ -206,6 +210,52 @@ def align_arcface(image: np.ndarray, lm5: np.ndarray, size: int = 112,
   return warp_affine(image, m, size, border), m.astype(np.float32)
 
 
+GHOST_CROP = 224  # side of GHOST's aligned crop
+
+
+def ghost_template(size: int = GHOST_CROP) -> np.ndarray:
+  """GHOST's 5-point target in an S x S crop, float32 [5, 2] pixel-index coords.
+
+  At S = 224 it is ARCFACE_TEMPLATE_112 * 224 / 112 (insightface's estimate_norm at 224);
+  otherwise those points carried through cv2.resize's 224 -> S pixel-centre scaling:
+  q_S = (q_224 + 0.5) * S / 224 - 0.5.
+  """
+  q224 = ARCFACE_TEMPLATE_112.astype(np.float64) * (GHOST_CROP / 112.0)
+  if size == GHOST_CROP:
+    return q224.astype(np.float32)
+  return ((q224 + 0.5) * (size / GHOST_CROP) - 0.5).astype(np.float32)
+
+
+def align_ghost(image: np.ndarray, lm5: np.ndarray, size: int = GHOST_CROP,
+                border: str = 'constant', antialias: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """GHOST's alignment: the 224 crop of `ghost_template`, resized to S as GHOST does.
+
+  Args:
+    image: uint8 [H, W, 3].
+    lm5: [5, 2] ArcFace points in image pixels.
+    size: crop side S (224 = GHOST's crop; 256 = its generator input).
+    border: see `warp_affine` (GHOST: black).
+    antialias: shrink before warping large faces (GHOST does not: False reproduces it).
+
+  Returns:
+    (crop uint8 [S, S, 3], M float32 [2, 3] source -> S crop).
+  """
+  m = similarity_transform(lm5, ghost_template(GHOST_CROP))
+  if antialias:
+    crop = warp_affine(image, m, GHOST_CROP, border)
+  else:  # bit-exact cv2 (warp_affine's region cut shifts cv2's 1/32 px coordinate rounding)
+    if border not in BORDERS:
+      raise ValueError(f'unknown border {border!r}; known: {sorted(BORDERS)}')
+    crop = cv2.warpAffine(np.ascontiguousarray(image), m, (GHOST_CROP, GHOST_CROP),
+                          flags=cv2.INTER_LINEAR, borderMode=BORDERS[border], borderValue=0)
+  if size != GHOST_CROP:
+    crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR)
+    g = size / GHOST_CROP
+    m = compose_affine(np.array([[g, 0.0, 0.5 * g - 0.5], [0.0, g, 0.5 * g - 0.5]]), m)
+  return crop, m.astype(np.float32)
+
+
 def ffhq_quad(lm68: np.ndarray) -> np.ndarray:
   """FFHQ's oriented crop square from 68 landmarks, float64 [4, 2] source pixel coords.
 
@@ -257,12 +307,12 @@ def align_ffhq(image: np.ndarray, lm68: np.ndarray, size: int = 256,
 
 def align_face(image: np.ndarray, face: Any, mode: str = 'arcface', size: int = 256,
                border: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
-  """Aligns a detected face (fsjax.faces.detect.Face) with `mode` 'arcface' or 'ffhq'.
+  """Aligns a detected face (fsjax.faces.detect.Face) with `mode` 'arcface', 'ffhq', 'ghost224'.
 
   Args:
     image: uint8 [H, W, 3] the face was detected in.
-    face: object with landmarks5 [5, 2] ('arcface') / landmarks68 [68, 2] ('ffhq').
-    mode: 'arcface' or 'ffhq'.
+    face: object with landmarks5 [5, 2] ('arcface', 'ghost224') / landmarks68 [68, 2] ('ffhq').
+    mode: 'arcface', 'ffhq' or 'ghost224'.
     size: crop side S.
     border: None = the mode's default (DEFAULT_BORDER), else see `warp_affine`.
 
@@ -274,4 +324,6 @@ def align_face(image: np.ndarray, face: Any, mode: str = 'arcface', size: int = 
   border = border or DEFAULT_BORDER[mode]
   if mode == 'arcface':
     return align_arcface(image, face.landmarks5, size, border)
+  if mode == 'ghost224':
+    return align_ghost(image, face.landmarks5, size, border)
   return align_ffhq(image, face.landmarks68, size, border)

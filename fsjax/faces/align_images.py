@@ -13,6 +13,10 @@ per output file, in `landmarks.json`:
                            "landmarks5_crop": [[x, y] x 5]}, ...},
    "failures": [{"source": "/abs/bad.jpg", "reason": "empty file", "detail": "..."}]}
 
+The output folder is written under a temporary name beside it and renamed when complete; it
+must not be, contain or lie inside an input, and an existing one is replaced (overwrite=True)
+only when it is an earlier align output (has landmarks.json).
+
 Landmarks and box are in source-image pixels (after EXIF rotation); `affine` maps source
 pixels to crop pixels. Files that cannot be read and photos without a face are listed
 under "failures" (reasons: 'missing file', 'empty file', 'truncated image', 'not an image',
@@ -29,7 +33,8 @@ from typing import Callable, Iterable, Optional, Sequence, TextIO
 
 import numpy as np
 
-from fsjax import image_io
+from fsjax.data import image_io
+from fsjax.data import paths
 from fsjax.faces import align as align_lib
 from fsjax.faces import detect as detect_lib
 
@@ -37,6 +42,7 @@ IMAGE_EXTENSIONS = frozenset(('.jpg', '.jpeg', '.jpe', '.png', '.bmp', '.gif', '
                               '.webp', '.ppm', '.pgm', '.pnm', '.pbm'))
 NO_FACE = 'no face'
 LANDMARKS_FILE = 'landmarks.json'
+MIN_SIZE = 8  # smallest crop side
 
 ProgressFn = Callable[[int, int, str, str], None]
 
@@ -145,31 +151,50 @@ def print_progress(stream: Optional[TextIO] = None, every: Optional[int] = None)
 def align_paths(inputs: Sequence[str], output_dir: str, mode: str = 'ffhq', size: int = 256,
                 all_faces: bool = False, detector: Optional[detect_lib.FaceDetector] = None,
                 *, border: Optional[str] = None, max_pixels: Optional[int] = None,
-                progress: Optional[ProgressFn] = None) -> AlignReport:
+                overwrite: bool = False, progress: Optional[ProgressFn] = None) -> AlignReport:
   """Detects and aligns faces in photos and folders of photos.
 
   Args:
     inputs: image files and/or folders (searched recursively for image extensions).
-    output_dir: created if needed; receives the PNG crops and landmarks.json.
-    mode: 'ffhq' or 'arcface' (see fsjax.faces.align).
+    output_dir: receives the PNG crops and landmarks.json (written atomically; must not
+      overlap the inputs).
+    mode: 'ffhq', 'arcface' or 'ghost224' (see fsjax.faces.align).
     size: crop side S in pixels.
     all_faces: align every face found, not only the largest.
     detector: a FaceDetector (default: a new DlibDetector).
     border: crop border fill (None = the mode's default, see fsjax.faces.align).
-    max_pixels: refuse larger images (see fsjax.image_io.load_rgb).
+    max_pixels: refuse larger images (see fsjax.data.image_io.load_rgb).
+    overwrite: replace an existing output_dir that is an earlier align output.
     progress: called as progress(i, n, path, message) after each file.
 
   Returns:
     An AlignReport (its exit_code is 0 when a face was aligned, else 2).
+
+  Raises:
+    ValueError: unknown mode, size < MIN_SIZE.
+    paths.OutputError: output_dir overlaps an input, is a file, exists without overwrite or
+      is not an earlier align output (nothing is read or written then).
   """
   if mode not in align_lib.ALIGN_MODES:
     raise ValueError(f'unknown mode {mode!r}; known: {align_lib.ALIGN_MODES}')
-  if size < 8:
-    raise ValueError(f'size must be at least 8, got {size}')
+  if size < MIN_SIZE:
+    raise ValueError(f'size must be at least {MIN_SIZE}, got {size}')
+  output_dir = paths.check_output_dir(output_dir, inputs, marker=LANDMARKS_FILE,
+                                      kind='align output', overwrite=overwrite)
+  with paths.atomic_dir(output_dir) as tmp:
+    report = _align_into(tmp, inputs, mode, size, all_faces, detector, border, max_pixels,
+                         progress)
+  report.output_dir = output_dir
+  return report
+
+
+def _align_into(output_dir: str, inputs: Sequence[str], mode: str, size: int, all_faces: bool,
+                detector: Optional[detect_lib.FaceDetector], border: Optional[str],
+                max_pixels: Optional[int], progress: Optional[ProgressFn]) -> AlignReport:
+  """align_paths writing into the (temporary) folder output_dir."""
   start = time.time()
   detector = detector if detector is not None else detect_lib.DlibDetector()
   border = border or align_lib.DEFAULT_BORDER[mode]
-  os.makedirs(output_dir, exist_ok=True)
   items, ignored = collect_inputs(inputs)
   report = AlignReport(output_dir=output_dir, images=len(items), ignored=ignored)
   taken = {os.path.splitext(LANDMARKS_FILE)[0]}

@@ -248,6 +248,26 @@ class DlibDetector:
     shape = self.shape68(np.ascontiguousarray(image), dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
     return np.array([[p.x, p.y] for p in shape.parts()], np.float64)
 
+  def fit68(self, image: np.ndarray, box: Sequence[float], roll: float = 0.0) -> np.ndarray:
+    """One prediction of the 68 landmarks of the face in `box`, without `landmarks68`'s search.
+
+    With roll != 0 the prediction is made on a patch rotated by `roll` degrees about the
+    box centre (as in `landmarks68`).
+
+    Returns:
+      float32 [68, 2] (x, y) in image pixels.
+    """
+    if not roll:
+      return self._predict68(image, box).astype(np.float32)
+    x0, y0, x1, y1 = box
+    centre = ((x0 + x1) / 2, (y0 + y1) / 2)
+    side = int(np.ceil(2 * max(x1 - x0, y1 - y0)))
+    patch, m = self._rotated_patch(image, centre, roll, 1.0, side)
+    half_w, half_h = (x1 - x0) / 2, (y1 - y0) / 2
+    lm = self._predict68(patch, (side / 2 - half_w, side / 2 - half_h, side / 2 + half_w,
+                                 side / 2 + half_h))
+    return align_lib.transform_points(align_lib.invert_affine(m), lm).astype(np.float32)
+
   def _rotated_patch(self, image: np.ndarray, centre: Sequence[float], angle: float,
                      scale: float, side: int) -> tuple[np.ndarray, np.ndarray]:
     """(patch [side, side, 3], m source -> patch): rotated by angle degrees about centre."""
@@ -319,11 +339,16 @@ class DlibDetector:
     cx, cy = align_lib.transform_points(align_lib.invert_affine(m), rc)
     return (cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2), float(angle)
 
-  def detect(self, image: np.ndarray) -> list[Face]:
+  def detect(self, image: np.ndarray, *, cnn_fallback: bool = True,
+             trusted: Sequence[Sequence[float]] = ()) -> list[Face]:
     """Finds faces.
 
     Args:
       image: uint8 [H, W, 3] RGB.
+      cnn_fallback: False skips the CNN search of an image where HOG finds nothing (by far
+        the slowest step; the video tracker runs it sparingly).
+      trusted: boxes already known to hold a face (a video tracker's faces); weak HOG boxes
+        overlapping one (IoU >= 0.3) are kept without the CNN check.
 
     Returns:
       Faces, largest box first, in `image` pixel coordinates.
@@ -334,13 +359,14 @@ class DlibDetector:
     image = np.ascontiguousarray(image)
     found = []
     for box, score in self._hog_boxes(image):
-      if score >= self.hog_confident or not self.use_cnn:
+      if (score >= self.hog_confident or not self.use_cnn
+          or any(box_iou(box, known) >= 0.3 for known in trusted)):
         found.append((box, score, 'hog'))
       else:
         confidence = self._verify(image, box)
         if confidence is not None:
           found.append((box, score, 'hog+cnn'))
-    if not found and self.use_cnn:
+    if not found and self.use_cnn and cnn_fallback:
       scale = min(1.0, self.cnn_max_side / max(image.shape[:2]))
       for box, confidence in self._cnn_boxes(_resize(image, scale)):
         found.append((tuple(v / scale for v in box), confidence, 'cnn'))

@@ -132,10 +132,13 @@ def merged_attribute_maps(aads: Sequence[AADLayer], z_att: jax.Array, att_kernel
 class AADResBlock(nn.Module):
   """AAD ResBlk: AAD -> ReLU -> Conv3x3(cin->cin) -> AAD -> ReLU -> Conv3x3(cin->cout) + skip.
 
-  The skip is the identity when cin == cout, else AAD -> ReLU -> Conv3x3(cin->cout).
+  That is num_blocks = 2 units [AAD -> ReLU -> Conv3x3], the last one cin -> cout (GHOST
+  also ships 1 and 3; parameters aad{i}, conv{i}, i = 1..num_blocks). The skip is the
+  identity when cin == cout, else AAD -> ReLU -> Conv3x3(cin->cout) (aad_skip, conv_skip).
 
   Attributes:
     out_channels: cout.
+    num_blocks: [AAD -> ReLU -> Conv3x3] units on the main path (>= 1).
     conv_bias: bias on the 3x3 convs (False: taotaonice, True: mindslab).
     norm, att_kernel, mask_channels, dtype, axis_name: see AADLayer.
     merge_attr_convs: compute the AAD layers' attribute convs as one (`merged_attribute_maps`;
@@ -149,12 +152,15 @@ class AADResBlock(nn.Module):
   dtype: Dtype = jnp.float32
   axis_name: str | None = None
   merge_attr_convs: bool = False
+  num_blocks: int = 2
 
   @nn.compact
   def __call__(self, h: jax.Array, z_att: jax.Array, z_id: jax.Array,
                train: bool = False) -> jax.Array:
     """[B, H, W, cin], [B, H, W, Ca], [B, D] -> [B, H, W, cout] (compute dtype)."""
     cin = h.shape[-1]
+    if self.num_blocks < 1:
+      raise ValueError(f'num_blocks must be >= 1, got {self.num_blocks}')
 
     def aad(name):
       return AADLayer(norm=self.norm, att_kernel=self.att_kernel,
@@ -165,17 +171,19 @@ class AADResBlock(nn.Module):
       return cpu_conv.Conv(features, (3, 3), padding=((1, 1), (1, 1)), use_bias=self.conv_bias,
                            kernel_init=layers.conv_init, dtype=self.dtype, name=name)
 
-    names = ['aad1', 'aad2'] + (['aad_skip'] if cin != self.out_channels else [])
+    n = self.num_blocks
+    names = [f'aad{i}' for i in range(1, n + 1)] + (
+        ['aad_skip'] if cin != self.out_channels else [])
     aads = [aad(name) for name in names]
     maps = [None] * len(aads)
     if self.merge_attr_convs and not self.is_initializing():
       maps = merged_attribute_maps(aads, z_att, self.att_kernel, self.dtype)
-    y = nn.relu(aads[0](h, z_att, z_id, train, maps[0]))
-    y = conv(cin, 'conv1')(y)
-    y = nn.relu(aads[1](y, z_att, z_id, train, maps[1]))
-    y = conv(self.out_channels, 'conv2')(y)
+    y = h
+    for i in range(n):
+      y = nn.relu(aads[i](y, z_att, z_id, train, maps[i]))
+      y = conv(self.out_channels if i == n - 1 else cin, f'conv{i + 1}')(y)
     if cin != self.out_channels:
-      h = nn.relu(aads[2](h, z_att, z_id, train, maps[2]))
+      h = nn.relu(aads[n](h, z_att, z_id, train, maps[n]))
       h = conv(self.out_channels, 'conv_skip')(h)
     return y + h.astype(self.dtype)
 
@@ -189,8 +197,8 @@ class AADGenerator(nn.Module):
 
   Attributes:
     channels: input width of each block, e.g. (1024, 1024, 1024, 1024, 512, 256, 128, 64).
-    conv_bias, norm, att_kernel, mask_channels, dtype, axis_name, merge_attr_convs: see
-      AADResBlock.
+    conv_bias, norm, att_kernel, mask_channels, dtype, axis_name, merge_attr_convs,
+      num_blocks: see AADResBlock.
     remat: rematerialise each ResBlk in the backward pass (saves activation memory).
   """
   channels: Sequence[int] = (1024, 1024, 1024, 1024, 512, 256, 128, 64)
@@ -202,6 +210,7 @@ class AADGenerator(nn.Module):
   axis_name: str | None = None
   remat: bool = False
   merge_attr_convs: bool = False
+  num_blocks: int = 2
 
   @nn.compact
   def __call__(self, z_att: Sequence[jax.Array], z_id: jax.Array,
@@ -229,7 +238,8 @@ class AADGenerator(nn.Module):
       h = block_cls(out_channels=cout, conv_bias=self.conv_bias, norm=self.norm,
                     att_kernel=self.att_kernel, mask_channels=self.mask_channels,
                     dtype=self.dtype, axis_name=self.axis_name,
-                    merge_attr_convs=self.merge_attr_convs, name=f'block{i}')(
+                    merge_attr_convs=self.merge_attr_convs, num_blocks=self.num_blocks,
+                    name=f'block{i}')(
                         h, z, z_id, train)
       if i < len(outs) - 1:
         h = layers.upsample2x(h)

@@ -17,7 +17,7 @@ class AEINet(nn.Module):
   Attributes mirror config.model (see configs/default.py): attr_channels, gen_channels,
   id_dim (only documents the expected z_id size; Dense layers take any), aad_norm,
   aad_att_kernel, aad_mask_channels, conv_bias, dtype (name or jnp dtype), remat,
-  aad_merge_attr_convs;
+  aad_merge_attr_convs, aad_num_blocks;
   axis_name: BatchNorm statistics axis (e.g. 'data' inside shard_map), None = local.
   """
   attr_channels: Sequence[int] = (32, 64, 128, 256, 512, 1024, 1024)
@@ -30,6 +30,7 @@ class AEINet(nn.Module):
   dtype: Any = 'float32'
   remat: bool = False
   aad_merge_attr_convs: bool = False
+  aad_num_blocks: int = 2
   axis_name: str | None = None
 
   def setup(self):
@@ -43,7 +44,7 @@ class AEINet(nn.Module):
         channels=tuple(self.gen_channels), conv_bias=self.conv_bias, norm=self.aad_norm,
         att_kernel=self.aad_att_kernel, mask_channels=self.aad_mask_channels, dtype=dtype,
         axis_name=self.axis_name, remat=self.remat,
-        merge_attr_convs=self.aad_merge_attr_convs)
+        merge_attr_convs=self.aad_merge_attr_convs, num_blocks=self.aad_num_blocks)
 
   def attributes(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, ...]:
     """z_att pyramid of x [B, S, S, 3] in [-1, 1]: len(attr_channels) + 1 maps, smallest first."""
@@ -78,5 +79,6 @@ def from_config(model_config: ml_collections.ConfigDict, axis_name: str | None =
       conv_bias=model_config.conv_bias,
       dtype=model_config.dtype,
       remat=model_config.remat,
-      aad_merge_attr_convs=bool(model_config.get('aad_merge_attr_convs', False)),
+      aad_merge_attr_convs=bool(model_config.aad_merge_attr_convs),
+      aad_num_blocks=model_config.aad_num_blocks,
       axis_name=axis_name)

@@ -2,13 +2,13 @@
 
 XLA:CPU computes a convolution's weight gradient as another convolution in which the
 output gradient plays the kernel. For the discriminator's 4x4 stride-1 pad-2 convolutions
-that "kernel" is the whole feature map (e.g. 9x9) and the Eigen convolution runs at
-~2 GFLOP/s: measured on the 2-core dev CPU, 117 ms for the [4, 4, 64, 128] gradient of an
-8 x 8 x 8 x 64 input, 3.3 ms as im2col + one matrix product (`_weight_grad_im2col`).
+that "kernel" is the whole feature map (e.g. 9x9) and the Eigen convolution runs at a few
+GFLOP/s; im2col + one matrix product (`_weight_grad_im2col`) is ~35x faster there
+(docs/performance.md, "Measurements behind code choices").
 
 A strided transposed convolution is, in JAX, a convolution over its input dilated by the
 stride, and so is its weight gradient; XLA:CPU computes both zeros included (4x the useful
-work at stride 2: the attribute encoder's up path took ~11 % of the 64 px step).
+work at stride 2).
 `conv_transpose` / `ConvTranspose` compute it as one undilated convolution per output phase
 (`_input_grad_phases`), with the strided convolution and its weight gradient as backward.
 
@@ -21,9 +21,7 @@ below that). Other cases fall through to lax.conv_general_dilated. `cpu_conv.Con
 
 Every nn.Conv of the models uses it, and the attribute encoder's transposed convolutions use
 `ConvTranspose` (the generator's 1x1 -> 2x2 stride-1 `id_proj` keeps nn.ConvTranspose);
-GPU/TPU programs are unchanged. On the 2-core dev CPU the weight gradient took the
-configs/synthetic.py step at batch 8 from 587-598 ms (load ~5) to 251-281 ms (idle), the
-phase-split ConvTranspose a further 15-20 % (docs/performance.md).
+GPU/TPU programs are unchanged (the CPU figures are in docs/performance.md).
 """
 
 from __future__ import annotations
@@ -38,11 +36,9 @@ from jax import lax
 
 _DN = ('NHWC', 'HWIO', 'NHWC')
 
-# im2col copies the input k*k times and pays that back only when the product is deep:
-# with fewer output features XLA's own weight gradient is faster. Measured on the dev
-# CPU (step medians): ArcFace synthetic config (batch 64, 8-64 channels at 112..7 px)
-# 923 ms im2col everywhere, 715 ms never, 722 ms from 32 features, 658 ms from 64;
-# configs/synthetic.py 267-340 ms everywhere, ~320 ms never, 250-280 ms from 32 or 64.
+# im2col copies the input k*k times and pays that back only when the product is deep: with
+# fewer output features XLA's own weight gradient is faster (docs/performance.md: 64 is the
+# fastest threshold for both CPU configs).
 IM2COL_MIN_FEATURES = 64
 
 

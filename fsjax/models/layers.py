@@ -138,8 +138,7 @@ def _double_along(x: jax.Array, axis: int) -> jax.Array:
   w_prev = jnp.asarray((k / d).reshape(shape), x.dtype)
   w_next = jnp.asarray(((n - 1 - k) / d).reshape(shape), x.dtype)
   # x[k - 1] and x[k + 1], the ends repeated (their weight is 0 there). Two concatenations:
-  # jnp.pad(mode='edge') computes the same ~3x slower on XLA:CPU (x2 forward + gradient of
-  # [16, 32, 32, 8]: 2.5-3.4 ms vs 1.0 ms).
+  # jnp.pad(mode='edge') computes the same ~3x slower on XLA:CPU (docs/performance.md).
   first, last = lax.slice_in_dim(x, 0, 1, axis=axis), lax.slice_in_dim(x, n - 1, n, axis=axis)
   prev = jnp.concatenate([first, lax.slice_in_dim(x, 0, n - 1, axis=axis)], axis=axis)
   nxt = jnp.concatenate([lax.slice_in_dim(x, 1, n, axis=axis), last], axis=axis)
@@ -155,9 +154,8 @@ def resize_bilinear_align_corners(x: jax.Array, size: Sequence[int]) -> jax.Arra
   Works for up- and down-sampling (no antialiasing, as in PyTorch) and keeps the dtype.
   Computed in float32: exact doubling (the decoders' x2) as shifted elementwise sums
   (`_double_along`); other sizes as per-axis 2-tap gathers with a hand-written gradient,
-  not as interpolation-matrix products (the matmul form cost 11.5% of the 256 px bf16 step
-  on an H200: float32 at HIGHEST precision, plus layout transposes; the gathers in turn
-  cost XLA:CPU a layout transpose each: ~14% of the 64 px CPU step's op time).
+  not as interpolation-matrix products (float32 at HIGHEST precision plus layout transposes
+  on GPUs; gathers cost XLA:CPU a layout transpose each; docs/performance.md).
 
   Args:
     x: [B, H, W, C] array, any float dtype.

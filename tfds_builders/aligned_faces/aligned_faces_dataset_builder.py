@@ -11,14 +11,17 @@ Configs:
   arcface112       112 px ArcFace 5-point crops with integer labels, for training ArcFace.
 
 Bad files never stop a build: convertible ones (CMYK, 16-bit, grayscale, RGBA, palette) are
-converted by fsjax.image_io.load_rgb; the rest (empty, truncated, not an image, too large,
+converted by fsjax.data.image_io.load_rgb; the rest (empty, truncated, not an image, too large,
 not square, no face, face too small) are skipped and counted by reason in build_report.json,
-written beside dataset_info.json and printed at the end.
+written beside dataset_info.json and printed at the end. Directory symlinks are not followed
+(counted as 'symlink loop' or 'symlink out of the folder'): a `loop -> ..` would read every
+photo again under another label.
 """
 
 import collections
 import dataclasses
 import json
+import os
 from typing import Any, Iterator, Optional
 
 from etils import epath
@@ -33,6 +36,9 @@ IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.g
 REPORT_NAME = 'build_report.json'
 LABEL_NAMES = 'label_names.json'
 _MAX_LISTED = 1000  # skipped files listed by name in the report (all are counted)
+# Reasons for directory symlinks that are not followed (counted in the report).
+SYMLINK_LOOP = 'symlink loop'
+SYMLINK_OUTSIDE = 'symlink out of the folder'
 _CHUNK = 32  # files per worker task
 
 _INSTRUCTIONS = """\
@@ -68,7 +74,8 @@ class AlignedFacesConfig(tfds.core.BuilderConfig):
       (CelebA identity of each CelebA-HQ image, when the mapping files are present).
     all_faces: every detected face (True) or only the largest (False).
     min_face: skip faces whose detection box is narrower than this (source pixels).
-    max_pixels: skip images with more pixels than this ('image too large').
+    max_pixels: skip images with more pixels than this ('image too large'); 0: the cap of
+      every fsjax command, fsjax.data.image_io.pixel_cap() ($FSJAX_MAX_PIXELS, 100 Mpx).
     min_side: skip already-aligned images with a shorter side ('too small').
     subdir: the sub-folder of manual_dir read when it exists (default: the config name).
     num_workers: processes detecting and aligning in parallel, each with its own detector
@@ -79,7 +86,7 @@ class AlignedFacesConfig(tfds.core.BuilderConfig):
   labels: str = 'folders'
   all_faces: bool = False
   min_face: int = 40
-  max_pixels: int = 100_000_000
+  max_pixels: int = 0
   min_side: int = 32
   subdir: str = ''
   num_workers: int = 0
@@ -144,8 +151,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     for split, split_root in split_roots.items():
       names = []
       if self.builder_config.labels == 'folders':
-        names = sorted(p.name for p in split_root.iterdir()
-                       if p.is_dir() and not p.name.startswith('.'))
+        names = sorted(p.name for p in split_root.iterdir()  # as _walk: no linked folders
+                       if p.is_dir() and not p.name.startswith('.')
+                       and not os.path.islink(os.fspath(p)))
       self._label_names[split] = {'offset': offset, 'names': names}
       splits[split] = self._generate_examples(split, split_root, offset, names)
       offset += len(names)
@@ -159,8 +167,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     self._report[split] = report
     celeba = _celeba_labels(split_root) if cfg.labels == 'celeba' else {}
     label_of = {name: offset + i for i, name in enumerate(names)}
-    items = []
-    for path in _walk(split_root):
+    items, links = [], []
+    for path in _walk(split_root, links):
       rel = path.relative_to(split_root).as_posix()
       if path.suffix.lower() not in IMAGE_SUFFIXES:
         report.ignored += 1
@@ -172,6 +180,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       else:
         label = -1
       items.append((rel, label))
+    report.merge(aligned_records.ChunkReport(
+        skipped=[(path.relative_to(split_root).as_posix(), reason) for path, reason in links]))
     options = aligned_records.CropOptions(
         size=cfg.size, alignment=cfg.alignment, all_faces=cfg.all_faces,
         min_face=cfg.min_face, max_pixels=cfg.max_pixels, min_side=cfg.min_side)
@@ -256,13 +266,27 @@ def format_report(report: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
-def _walk(root: epath.Path) -> Iterator[epath.Path]:
-  """Files under root, sorted, recursively, skipping hidden entries."""
+def _walk(root: epath.Path, links: Optional[list] = None,
+          top: Optional[str] = None) -> Iterator[epath.Path]:
+  """Files under root, sorted, recursively, skipping hidden entries.
+
+  Directory symlinks are not followed: one into the tree (or above it, `loop -> ..`) would
+  read its files again, under other labels, and one out of it files that are not in the
+  folder. Each is appended to `links` as (path, SYMLINK_LOOP | SYMLINK_OUTSIDE).
+  """
+  top = top or os.path.realpath(os.fspath(root))
   for path in sorted(root.iterdir()):
     if path.name.startswith('.'):
       continue
     if path.is_dir():
-      yield from _walk(path)
+      if os.path.islink(os.fspath(path)):
+        target = os.path.realpath(os.fspath(path))
+        into = (target + os.sep).startswith(top + os.sep) or (top + os.sep).startswith(
+            target + os.sep)
+        if links is not None:
+          links.append((path, SYMLINK_LOOP if into else SYMLINK_OUTSIDE))
+        continue
+      yield from _walk(path, links, top)
     else:
       yield path
 

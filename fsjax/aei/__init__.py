@@ -1,0 +1,1 @@
+"""AEI-Net (FaceShifter stage 1) training: losses, the pure train step, the loop."""

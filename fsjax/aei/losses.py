@@ -1,0 +1,57 @@
+"""AEI-Net losses (FaceShifter eq. 2-6), on per-device batches.
+
+Means are over the local batch; the step `lax.pmean`s them over 'data', which turns them
+into global-batch means. Logits are lists of D-scale maps [B, h, w, 1]; images and
+attribute maps are [B, H, W, C].
+"""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ADV_KINDS = ('hinge', 'mean')
+
+
+def generator_adv_loss(logits: Sequence[jax.Array], kind: str = 'hinge') -> jax.Array:
+  """Adversarial generator loss, averaged over the D scales: mean(relu(1 - D(Y))) or mean(-D(Y))."""
+  if kind not in ADV_KINDS:
+    raise ValueError(f'loss.adv_g must be one of {ADV_KINDS}, got {kind!r}')
+  terms = []
+  for l in logits:
+    l = l.astype(jnp.float32)
+    terms.append(jnp.mean(nn.relu(1.0 - l)) if kind == 'hinge' else jnp.mean(-l))
+  return sum(terms) / len(terms)
+
+
+def hinge_d_terms(real_logits: Sequence[jax.Array], fake_logits: Sequence[jax.Array]
+                  ) -> tuple[jax.Array, jax.Array]:
+  """(mean_k mean(relu(1 - D_k(real))), mean_k mean(relu(1 + D_k(fake))))."""
+  real = sum(jnp.mean(nn.relu(1.0 - l.astype(jnp.float32))) for l in real_logits)
+  fake = sum(jnp.mean(nn.relu(1.0 + l.astype(jnp.float32))) for l in fake_logits)
+  return real / len(real_logits), fake / len(fake_logits)
+
+
+def attribute_loss(z_y: Sequence[jax.Array], z_t: Sequence[jax.Array]) -> jax.Array:
+  """0.5 * sum over levels of mean((z_att^k(Y) - z_att^k(X_t))^2)."""
+  total = 0.0
+  for a, b in zip(z_y, z_t, strict=True):
+    total = total + jnp.mean(jnp.square(a.astype(jnp.float32) - b.astype(jnp.float32)))
+  return 0.5 * total
+
+
+def identity_loss(z_y: jax.Array, z_s: jax.Array) -> jax.Array:
+  """mean(1 - cos) of two L2-normalised embeddings [B, D]."""
+  return jnp.mean(1.0 - jnp.sum(z_y * z_s, axis=-1))
+
+
+def reconstruction_terms(y: jax.Array, x_t: jax.Array, same: jax.Array) -> jax.Array:
+  """Per-example 0.5 * mean((Y - X_t)^2) masked by `same` [B] (0 for different identities)."""
+  per = 0.5 * jnp.mean(jnp.square(y.astype(jnp.float32) - x_t), axis=(1, 2, 3))
+  return per * same
+
+
+def mean_logit(logits: Sequence[jax.Array]) -> jax.Array:
+  """Mean raw logit over the D scales (a monitoring figure)."""
+  return sum(jnp.mean(l.astype(jnp.float32)) for l in logits) / len(logits)

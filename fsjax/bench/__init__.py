@@ -1,0 +1,1 @@
+"""Throughput benchmarks (train, swap, data), their roofline and the PyTorch baseline."""

@@ -1,0 +1,1 @@
+"""Evaluation of swaps: the synthetic pairs protocol."""

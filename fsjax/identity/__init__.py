@@ -1,0 +1,1 @@
+"""ArcFace identity encoders: checkpoints, the one resolver, converters, training."""

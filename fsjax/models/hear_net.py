@@ -1,0 +1,116 @@
+"""HEAR-Net (FaceShifter stage 2, occlusion-aware refinement), in Flax linen (NHWC).
+
+Input: concat(Y_hat_st, dY_t) [B, S, S, 6], both in [-1, 1] (dY_t = X_t - AEI(X_t, z_id(X_t))
+lies in [-2, 2]); output: the refined swap Y_st [B, S, S, 3] in [-1, 1].
+
+U-Net (shared/design/faceshifter.md "HEAR-Net"): down len(channels) x [Conv 4x4 s2 p1 (bias)
+-> BatchNorm -> LeakyReLU(0.1)]; up len(channels) - 1 x [ConvTranspose 4x4 s2 p1 (bias) ->
+BN -> LReLU(0.1)], each concatenated with the down feature of the same size; then bilinear
+x2 (align_corners=True) -> Conv 3x3 p1 (bias) -> tanh. With the paper widths
+(64, 128, 256, 512, 512) at 256 px the bottleneck is 8x8x512, the last concatenation
+128x128x128, and there are 16,663,043 parameters.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fsjax.models import cpu_conv
+from fsjax.models import layers
+
+Dtype = Any
+
+
+class _ConvTransposeBias(nn.Module):
+  """cpu_conv.ConvTranspose plus a bias (PyTorch ConvTranspose2d(bias=True)), NHWC.
+
+  Params: kernel [kh, kw, features, in_features] (the layout of cpu_conv.ConvTranspose),
+  bias [features]; both float32.
+  """
+  features: int
+  kernel_size: tuple[int, int]
+  strides: tuple[int, int]
+  padding: tuple[tuple[int, int], tuple[int, int]]  # the torch padding of each side
+  kernel_init: Any = layers.conv_init
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """[B, H, W, Cin] -> [B, (H - 1) * s - pads + k, ..., features] in `dtype`."""
+    kernel = self.param('kernel', self.kernel_init,
+                        tuple(self.kernel_size) + (self.features, x.shape[-1]), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+    y = cpu_conv.conv_transpose(x.astype(self.dtype), kernel.astype(self.dtype), self.strides,
+                                self.padding)
+    return y + bias.astype(self.dtype)
+
+
+class HEARNet(nn.Module):
+  """Heuristic Error Acknowledging Refinement Network (U-Net, 6 -> 3 channels).
+
+  Attributes:
+    channels: down-path widths, e.g. the paper's (64, 128, 256, 512, 512); the input size
+      must be divisible by 2**len(channels). The up path mirrors them
+      (reversed(channels[:-1])), the output conv reads 2 * channels[0] channels.
+    dtype: compute dtype, name ('float32' | 'bfloat16') or jnp dtype; params stay float32.
+    axis_name: mapped axis over which BatchNorm averages its statistics (e.g. 'data' inside
+      shard_map); None: the local batch.
+  """
+  channels: Sequence[int] = (64, 128, 256, 512, 512)
+  dtype: Any = 'float32'
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Refines a swap using the heuristic error.
+
+    Args:
+      x: [B, S, S, 6] = concat(Y_hat_st, dY_t) on the last axis: the AEI-Net swap in
+        [-1, 1] and the target's heuristic reconstruction error (values in [-2, 2]);
+        S divisible by 2**len(channels).
+      train: BatchNorm uses the batch statistics (apply with mutable=['batch_stats']) when
+        True, the running averages when False.
+
+    Returns:
+      Y_st [B, S, S, 3] float32 in [-1, 1].
+    """
+    if len(self.channels) < 2:
+      raise ValueError(f'HEAR-Net needs at least 2 levels, got channels={self.channels}')
+    n = 2 ** len(self.channels)
+    if x.ndim != 4 or x.shape[1] % n or x.shape[2] % n:
+      raise ValueError(f'input {x.shape}: expected [B, S, S, 6] with S divisible by {n}')
+    dtype = layers.get_dtype(self.dtype)
+    h = x.astype(dtype)
+    downs = []
+    for i, c in enumerate(self.channels):
+      h = cpu_conv.Conv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=True,
+                        kernel_init=layers.conv_init, dtype=dtype, name=f'down{i}_conv')(h)
+      h = layers.batch_norm(train, self.axis_name, dtype, f'down{i}_bn')(h)
+      h = nn.leaky_relu(h, 0.1)
+      downs.append(h)
+
+    for j, c in enumerate(reversed(tuple(self.channels[:-1]))):
+      h = _ConvTransposeBias(c, (4, 4), (2, 2), ((1, 1), (1, 1)), dtype=dtype,
+                             name=f'up{j}_conv')(h)
+      h = layers.batch_norm(train, self.axis_name, dtype, f'up{j}_bn')(h)
+      h = nn.leaky_relu(h, 0.1)
+      h = jnp.concatenate([h, downs[-2 - j]], axis=-1)
+
+    h = layers.upsample2x(h)
+    h = cpu_conv.Conv(3, (3, 3), padding=((1, 1), (1, 1)), use_bias=True,
+                      kernel_init=layers.conv_init, dtype=dtype, name='out_conv')(h)
+    return jnp.tanh(h.astype(jnp.float32))
+
+
+def hear_input(y_hat_st: jax.Array, heuristic_error: jax.Array) -> jax.Array:
+  """HEAR-Net input concat(Y_hat_st, dY_t): two [B, S, S, 3] maps -> [B, S, S, 6]."""
+  return jnp.concatenate([y_hat_st, heuristic_error.astype(y_hat_st.dtype)], axis=-1)
+
+
+def from_config(hear_config: ml_collections.ConfigDict, axis_name: str | None = None,
+                dtype: Any = 'float32') -> HEARNet:
+  """HEARNet from config.hear (reads `channels`); compute dtype from config.model.dtype."""
+  return HEARNet(channels=tuple(hear_config.channels), dtype=dtype, axis_name=axis_name)

@@ -1,0 +1,1 @@
+"""Inference: the Swapper, exports, blending, video, provenance marking, file I/O."""

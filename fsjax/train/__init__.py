@@ -1,0 +1,1 @@
+"""What every trainer shares: mesh and sharding, checkpoints, logging, the loop toolkit."""

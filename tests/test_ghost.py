@@ -1,0 +1,346 @@
+"""GHOST (ai-forever/sber-swap) AEI-Net weights: layout, conversion, parity, refusals, alignment.
+
+The PyTorch twin of GHOST's layout is fsjax/bench/torch_reference/ghost.py; parity runs at
+tiny widths with GHOST's full depth (7 encoder levels, 8 AAD ResBlks, 256 px), so the
+state dicts have exactly the keys of the released files.
+"""
+
+import collections
+import os
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from configs import default as default_config
+from fsjax import models
+from fsjax.aei import convert
+from fsjax.bench.torch_reference import ghost
+from fsjax.faces import align as align_lib
+
+TOL = 1e-4  # max |flax - torch| <= TOL * max(1, max |torch|), float32
+ATTR_T = (2, 4, 4, 8, 8, 8, 8)  # tiny widths, GHOST's depth (7 levels)
+GEN_T = (16, 16, 16, 16, 12, 8, 6, 4)  # same cin == cout pattern as GHOST (blocks 1-3)
+ID_T = 32
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _fast_compiles():
+  """Compile without most XLA optimisations (compile time dominates on the CPU)."""
+  previous = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)
+
+
+def _nparams(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def _randomize_bn(model, seed=0):
+  """Non-trivial BN affine params and running stats so eval mode is really tested."""
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for m in model.modules():
+      if isinstance(m, torch.nn.BatchNorm2d):
+        c = m.num_features
+        m.weight.copy_(0.5 + torch.rand(c, generator=g))
+        m.bias.copy_(0.1 * torch.randn(c, generator=g))
+        m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
+        m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+        m.num_batches_tracked.fill_(1000)
+  return model
+
+
+def _tiny_generator(num_blocks, seed=0):
+  """Tiny GHOST generator, PyTorch default init (O(1) AAD modulations), random BN stats."""
+  torch.manual_seed(seed)
+  return _randomize_bn(ghost.AEI_Net(num_blocks, ID_T, ATTR_T, GEN_T), seed).eval()
+
+
+def _nhwc(t):
+  a = t.detach().numpy()
+  return np.transpose(a, (0, 2, 3, 1)) if a.ndim == 4 else a
+
+
+def _assert_close(got, ref, what):
+  got = np.asarray(got, np.float32)
+  assert got.shape == ref.shape, (what, got.shape, ref.shape)
+  err = float(np.max(np.abs(got - ref)))
+  scale = max(1.0, float(np.max(np.abs(ref))))
+  assert err <= TOL * scale, f'{what}: max abs err {err:.3g} (scale {scale:.3g})'
+  return err
+
+
+def _shapes(tree):
+  return jax.tree.map(lambda x: tuple(x.shape), tree)
+
+
+# ---------------------------------------------------------------------------------------
+# Layout and parameter counts (abstract evaluation only).
+
+COUNTS = {1: 128_469_133, 2: 184_343_381, 3: 240_217_629}  # G+E at 256 px, 512-d z_id
+
+
+@pytest.mark.parametrize('num_blocks', [1, 2, 3])
+def test_param_counts_and_keys(num_blocks):
+  """fsjax (config.model.aad_num_blocks) == the PyTorch GHOST reference, and GHOST's keys.
+
+  2 blocks is the paper / taotaonice ResBlk (184,343,381); each block more or fewer changes
+  the generator by 55,874,248 parameters (the encoder stays 67,087,744).
+  """
+  cfg = default_config.get_config()
+  cfg.model.aad_num_blocks = num_blocks
+  g = models.build_generator(cfg)
+  v = jax.eval_shape(g.init, jax.random.key(0), jnp.zeros((1, 256, 256, 3)),
+                     jnp.zeros((1, 512)))
+  with torch.device('meta'):
+    ref = ghost.AEI_Net(num_blocks)
+  assert _nparams(v['params']) == ghost.count_params(ref) == COUNTS[num_blocks]
+  assert _nparams(v['params']['encoder']) == ghost.count_params(ref.encoder) == 67_087_744
+
+  sd = {k: tuple(t.shape) for k, t in ref.state_dict().items()
+        if not k.endswith('num_batches_tracked')}
+  layout = convert.GeneratorLayout(num_blocks, ghost.ATTR_CHANNELS, ghost.GEN_CHANNELS, 512)
+  assert convert.expected_generator_shapes(layout) == sd
+  assert sd['encoder.deconv1.deconv.weight'] == (1024, 1024, 4, 4)
+  assert sd['generator.up1.weight'] == (512, 1024, 2, 2)
+  assert sd['generator.AADBlk1.add_blocks.0.conv1.weight'] == (1024, 1024, 1, 1)
+  assert sd[f'generator.AADBlk8.add_blocks.{3 * num_blocks - 1}.weight'] == (3, 64, 3, 3)
+  assert sd['generator.AADBlk8.last_add_block.2.weight'] == (3, 64, 3, 3)
+  assert 'generator.AADBlk3.last_add_block.0.fc1.weight' not in sd  # 1024 -> 1024
+  # The converted tree is fsjax's tree (names and shapes), at full size.
+  expected = convert._generator_table(layout)[0]  # pylint: disable=protected-access
+  for key, _, collection, path, kind in expected:
+    leaf = v[collection]
+    for name in path:
+      leaf = leaf[name]
+    shape = sd[key]
+    want = {'conv': shape[2:] + shape[1::-1], 'convt': shape[2:] + shape[1::-1],
+            'linear': shape[::-1], 'vector': shape}[kind]
+    assert tuple(leaf.shape) == want, key
+  assert len(expected) == len(jax.tree.leaves(v))
+  # Tiny widths keep the key structure.
+  assert set(_tiny_generator(num_blocks).state_dict()) == set(ref.state_dict())
+
+
+def test_discriminator_counts_and_keys():
+  """GHOST's D (n_layers 5, InstanceNorm, 3 scales, ndf 64): fsjax == torch, 33,463,107."""
+  with torch.device('meta'):
+    ref = ghost.MultiscaleDiscriminator()
+  sd = {k: tuple(t.shape) for k, t in ref.state_dict().items()}
+  layout = convert.DiscriminatorLayout(num_d=3, n_layers=5, ndf=64, max_channels=512)
+  assert convert.expected_discriminator_shapes(layout) == sd
+  assert sd['layer0.17.weight'] == (1, 512, 4, 4) and 'layer0.3.weight' not in sd
+  d = convert.build_discriminator(layout)
+  v = jax.eval_shape(d.init, jax.random.key(0), jnp.zeros((1, 256, 256, 3)))
+  assert _nparams(v['params']) == ghost.count_params(ref) == 33_463_107
+  cfg = default_config.get_config()
+  cfg.discriminator.update(layout.discriminator_fields())
+  assert models.build_discriminator(cfg) == d
+
+
+# ---------------------------------------------------------------------------------------
+# Parity (tiny widths, 256 px, eval mode).
+
+
+@pytest.mark.parametrize('num_blocks', [1, 2, 3])
+def test_generator_parity(num_blocks):
+  """Converted fsjax AEINet == the PyTorch GHOST reference: y and every z_att level."""
+  t_model = _tiny_generator(num_blocks, seed=num_blocks)
+  sd = t_model.state_dict()
+  layout = convert.detect_layout(sd)
+  assert layout == convert.GeneratorLayout(num_blocks, ATTR_T, GEN_T, ID_T, 'unet')
+  variables = convert.generator_to_flax(sd)
+  f_model = convert.build_generator(layout)
+  rs = np.random.RandomState(num_blocks)
+  x = rs.uniform(-1, 1, (2, 256, 256, 3)).astype(np.float32)
+  # Unnormalised, as GHOST feeds it (raw ArcFace embeddings: entries of order 1). Larger z
+  # makes this random net ill-conditioned: torch fp32 itself then drifts ~1e-4 from fp64.
+  z = rs.randn(2, ID_T).astype(np.float32)
+  abstract = jax.eval_shape(f_model.init, jax.random.key(0), x, z)
+  assert _shapes(variables) == _shapes(dict(abstract))
+  y, z_att = jax.jit(lambda v, a, b: f_model.apply(v, a, b, False))(variables, x, z)
+  with torch.no_grad():
+    t_y, t_att = t_model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(z))
+  ref = _nhwc(t_y)
+  # The outputs are informative: neither constant nor saturated by tanh.
+  assert ref.std() > 0.1 and np.mean(np.abs(ref) > 0.99) < 0.5
+  err = _assert_close(y, ref, f'y ({num_blocks} blocks)')
+  print(f'{num_blocks} blocks: worst |y_flax - y_torch| = {err:.3g}')
+  assert len(z_att) == len(t_att) == 8
+  for k, (a, b) in enumerate(zip(z_att, t_att)):
+    _assert_close(a, _nhwc(b), f'z_att[{k}] ({num_blocks} blocks)')
+  if num_blocks == 2:  # the helper the CLI runs
+    assert ghost.verify(sd, variables, batch=1) < TOL
+  # Built from a config (config.model.aad_num_blocks), with merged attribute convs.
+  cfg = default_config.get_config()
+  cfg.model.update(layout.model_fields())
+  cfg.model.aad_merge_attr_convs = True
+  merged = models.build_generator(cfg)
+  y_m, _ = jax.jit(lambda v, a, b: merged.apply(v, a, b, False))(variables, x, z)
+  _assert_close(y_m, ref, f'y (merged attribute convs, {num_blocks} blocks)')
+
+
+@pytest.mark.parametrize('norm', ['instance', 'batch'])
+def test_discriminator_parity(norm):
+  """Converted fsjax MultiscaleDiscriminator == pix2pixHD's (GHOST: instance), every scale."""
+  torch.manual_seed(5)
+  t_model = _randomize_bn(ghost.MultiscaleDiscriminator(ndf=4, n_layers=5, max_channels=16,
+                                                        norm=norm)).eval()
+  sd = t_model.state_dict()
+  layout = convert.detect_discriminator_layout(sd)
+  assert layout == convert.DiscriminatorLayout(3, 5, 4, 16, norm)
+  variables = convert.discriminator_to_flax(sd)
+  assert bool(variables['batch_stats']) == (norm == 'batch')
+  f_model = convert.build_discriminator(layout)
+  x = np.random.RandomState(0).uniform(-1, 1, (2, 64, 64, 3)).astype(np.float32)
+  abstract = jax.eval_shape(f_model.init, jax.random.key(0), x)
+  assert _shapes({k: v for k, v in variables.items() if v}) == _shapes(dict(abstract))
+  out = jax.jit(lambda v, a: f_model.apply(v, a, False))(
+      {k: v for k, v in variables.items() if v}, x)
+  with torch.no_grad():
+    ref = t_model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
+  assert len(out) == len(ref) == 3
+  errs = [_assert_close(a, _nhwc(b), f'D scale {k} ({norm})') for k, (a, b) in
+          enumerate(zip(out, ref))]
+  print(f'D ({norm}): worst |flax - torch| per scale', [f'{e:.2g}' for e in errs])
+  # pix2pixHD scores the full resolution with layer2: swapping scales must show.
+  assert out[0].shape != out[2].shape
+
+
+# ---------------------------------------------------------------------------------------
+# Refusals and files.
+
+
+@pytest.fixture(scope='module')
+def tiny_sd():
+  return {k: v.clone() for k, v in _tiny_generator(2).state_dict().items()}
+
+
+def _error(fn, *args):
+  with pytest.raises(convert.ConversionError) as e:
+    fn(*args)
+  message = str(e.value)
+  assert '\n' not in message and isinstance(e.value, ValueError)
+  return message
+
+
+def test_refuses_wrong_keys_shapes_and_kinds(tiny_sd):
+  """Missing, unexpected, mis-shaped and non-finite keys are named; D as G is recognised."""
+  sd = dict(tiny_sd)
+  del sd['generator.AADBlk5.last_add_block.0.fc2.bias']
+  assert "'generator.AADBlk5.last_add_block.0.fc2.bias'" in _error(convert.generator_to_flax, sd)
+  assert 'missing' in _error(convert.generator_to_flax, sd)
+
+  sd = dict(tiny_sd, **{'generator.AADBlk2.extra.weight': torch.zeros(3)})
+  msg = _error(convert.generator_to_flax, sd)
+  assert 'unexpected' in msg and "'generator.AADBlk2.extra.weight'" in msg
+  sd = dict(tiny_sd, **{'head.weight': torch.zeros(3)})
+  assert "'head.weight'" in _error(convert.generator_to_flax, sd)
+
+  sd = dict(tiny_sd)
+  sd['generator.AADBlk3.add_blocks.3.conv2.weight'] = torch.zeros(16, 8, 1, 1)
+  msg = _error(convert.generator_to_flax, sd)
+  assert 'shape' in msg and "'generator.AADBlk3.add_blocks.3.conv2.weight'" in msg
+  # A 3-block unit in one ResBlk of a 2-block model: unexpected, named.
+  sd = dict(tiny_sd)
+  sd['generator.AADBlk4.add_blocks.8.weight'] = torch.zeros(12, 16, 3, 3)
+  assert "'generator.AADBlk4.add_blocks.8.weight'" in _error(convert.generator_to_flax, sd)
+
+  sd = dict(tiny_sd)
+  sd['encoder.conv3.1.running_var'] = torch.full((4,), float('nan'))
+  assert "'encoder.conv3.1.running_var'" in _error(convert.generator_to_flax, sd)
+
+  d_sd = ghost.MultiscaleDiscriminator(ndf=4, n_layers=5, max_channels=16).state_dict()
+  for fn in (convert.generator_to_flax, convert.detect_layout, ghost.verify):
+    msg = _error(fn, d_sd)
+    assert 'discriminator' in msg and 'G_unet' in msg
+  assert 'generator' in _error(convert.discriminator_to_flax, tiny_sd)
+  assert "'x'" in _error(convert.generator_to_flax, {'x': np.zeros(3)})
+
+
+def test_load_state_dict_file(tmp_path, tiny_sd):
+  """Bare, {'state_dict': ...}-wrapped and DataParallel files load to the same arrays."""
+  want = convert.generator_to_flax(tiny_sd)
+  wrapped = collections.OrderedDict(('module.' + k, v) for k, v in tiny_sd.items())
+  for i, obj in enumerate([tiny_sd, {'state_dict': tiny_sd, 'epoch': 3}, wrapped]):
+    path = str(tmp_path / f'g{i}.pth')
+    torch.save(obj, path)
+    sd = convert.load_state_dict_file(path)
+    assert set(sd) == set(tiny_sd)
+    got = convert.generator_to_flax(sd)
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+  torch.save({'a.weight': torch.zeros(2), 'b': 'text'}, str(tmp_path / 'bad.pth'))
+  assert "'b'" in _error(convert.load_state_dict_file, str(tmp_path / 'bad.pth'))
+  torch.save([torch.zeros(2)], str(tmp_path / 'list.pth'))
+  assert 'state dict' in _error(convert.load_state_dict_file, str(tmp_path / 'list.pth'))
+  (tmp_path / 'junk.pth').write_bytes(b'not a torch file')
+  _error(convert.load_state_dict_file, str(tmp_path / 'junk.pth'))
+
+
+class _Payload:
+  """Pickles as a call of os.system: what a malicious .pth would run when unpickled."""
+
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return os.system, (f'touch {self.marker}',)
+
+
+def test_pickled_code_is_never_run(tmp_path, tiny_sd):
+  """A .pth whose unpickling would run a shell command is refused without running it."""
+  marker = tmp_path / 'MARKER'
+  path = str(tmp_path / 'G_evil.pth')
+  torch.save(dict(tiny_sd, **{'encoder.conv1.0.weight': _Payload(marker)}), path)
+  assert not marker.exists()
+  msg = _error(convert.load_state_dict_file, path)
+  assert 'weights-only' in msg
+  assert not marker.exists()
+  # The file really is malicious: a full unpickle runs the command.
+  torch.load(path, weights_only=False)
+  assert marker.exists()
+
+
+# ---------------------------------------------------------------------------------------
+# GHOST preprocessing alignment.
+
+
+def test_ghost224_alignment():
+  """The 5 points land on the 112 template x 2 in the 224 crop (and on its cv2.resize image
+  at 256); the crop is cv2.warpAffine's with a black border, the 256 one its cv2.resize."""
+  assert 'ghost224' in align_lib.ALIGN_MODES
+  np.testing.assert_allclose(align_lib.ghost_template(224), align_lib.ARCFACE_TEMPLATE_112 * 2,
+                             atol=1e-5)
+  rs = np.random.RandomState(0)
+  image = rs.randint(0, 256, (300, 360, 3)).astype(np.uint8)
+  angle, scale = np.deg2rad(17.0), 1.3
+  rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+  lm5 = (align_lib.ARCFACE_TEMPLATE_112 * 2 - 112) @ rot.T + [40.0, 60.0]  # near a corner
+  face = collections.namedtuple('Face', 'landmarks5')(lm5)
+
+  crop, m = align_lib.align_face(image, face, 'ghost224', 224)
+  assert crop.shape == (224, 224, 3) and crop.dtype == np.uint8
+  np.testing.assert_allclose(align_lib.transform_points(m, lm5), align_lib.ghost_template(224),
+                             atol=1e-3)
+  m64 = align_lib.similarity_transform(lm5, align_lib.ghost_template(224))  # as insightface's
+  np.testing.assert_allclose(m, m64, rtol=1e-6, atol=1e-5)
+  ref = cv2.warpAffine(image, m64, (224, 224), flags=cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+  np.testing.assert_array_equal(crop, ref)
+  assert (crop[:10, :10] == 0).all()  # outside the photo: black (borderValue 0)
+
+  crop256, m256 = align_lib.align_face(image, face, 'ghost224', 256)
+  np.testing.assert_array_equal(crop256, cv2.resize(crop, (256, 256),
+                                                    interpolation=cv2.INTER_LINEAR))
+  np.testing.assert_allclose(align_lib.transform_points(m256, lm5),
+                             align_lib.ghost_template(256), atol=1e-3)
+  # The same geometry: a 224 crop pixel p is the 256 crop's (p + 0.5) * 256 / 224 - 0.5.
+  p = np.array([[0.0, 0.0], [223.0, 100.0]])
+  src = align_lib.transform_points(align_lib.invert_affine(m), p)
+  np.testing.assert_allclose(align_lib.transform_points(m256, src), (p + 0.5) * 256 / 224 - 0.5,
+                             atol=1e-3)

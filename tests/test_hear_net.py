@@ -1,0 +1,199 @@
+"""Tests of fsjax.models.hear_net: PyTorch parity (eval, train, train-mode gradients),
+parameter count, shapes.
+
+The PyTorch reference is fsjax/bench/torch_reference/hear_net.py. Parity runs at tiny widths
+and 64 px (2x2 bottleneck, so train-mode BatchNorm has more than the batch to average over).
+"""
+
+import copy
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import torch
+
+from fsjax.models import hear_net
+from fsjax.bench.torch_reference import hear_net as t_hear
+
+TOL = 1e-4  # max |flax - torch| <= TOL * max(1, max |torch|), float32
+TINY_CHANNELS = (4, 8, 8, 16, 16)  # the paper's depth (5 levels), tiny widths
+PAPER_PARAMS = 16_663_043  # counted from the public PyTorch build at 256 px
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _fast_compiles():
+  """Compile without most XLA optimisations (compile time dominates on a CPU)."""
+  previous = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)
+
+
+def _nparams(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def _nhwc(t):
+  return np.transpose(t.detach().numpy(), (0, 2, 3, 1))
+
+
+def _max_err(got, ref):
+  got = np.asarray(got, np.float32)
+  assert got.shape == ref.shape, (got.shape, ref.shape)
+  return float(np.max(np.abs(got - ref))), max(1.0, float(np.max(np.abs(ref))))
+
+
+def _randomize_bn(model, seed=0):
+  """Non-trivial BN affine params and running stats so eval mode is really tested."""
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for m in model.modules():
+      if isinstance(m, torch.nn.BatchNorm2d):
+        c = m.num_features
+        m.weight.copy_(0.5 + torch.rand(c, generator=g))
+        m.bias.copy_(0.1 * torch.randn(c, generator=g))
+        m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
+        m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+  return model
+
+
+def _bn_counts(channels, size, batch):
+  """Values per channel that each BatchNorm averages over: {name: B * h * w}."""
+  n = len(channels)
+  counts = {f'down{i}_bn': batch * (size // 2 ** (i + 1)) ** 2 for i in range(n)}
+  counts.update({f'up{j}_bn': batch * (size // 2 ** (n - 1 - j)) ** 2 for j in range(n - 1)})
+  return counts
+
+
+def test_parity_with_torch_eval_and_train():
+  """Flax == torch to 1e-4: eval mode (randomised running stats), train mode (batch stats),
+  and the train-mode running-average updates (variances up to torch's n / (n - 1))."""
+  torch.manual_seed(0)
+  size, batch = 64, 2
+  t_model = _randomize_bn(t_hear.init_weights(t_hear.HEARNet(TINY_CHANNELS)))
+  # Y_hat_st in [-1, 1] and dY_t in [-2, 2], as in training.
+  x = torch.cat([torch.rand(batch, 3, size, size) * 2 - 1,
+                 torch.rand(batch, 3, size, size) * 4 - 2], dim=1)
+  f_model = hear_net.HEARNet(channels=TINY_CHANNELS)
+  j_x = jnp.asarray(_nhwc(x))
+  converted = t_hear.hear_net_to_flax(t_model)
+  abstract = jax.eval_shape(f_model.init, jax.random.key(0), j_x)
+  shapes = lambda t: jax.tree.map(lambda a: tuple(a.shape), t)
+  assert shapes(converted) == shapes(dict(abstract))
+  variables = jax.tree.map(jnp.asarray, converted)
+
+  @jax.jit
+  def run(v, x):
+    return f_model.apply(v, x, False), f_model.apply(v, x, True, mutable=['batch_stats'])
+
+  y_eval, (y_train, updates) = run(variables, j_x)
+  t_model.eval()
+  with torch.no_grad():
+    ref_eval = _nhwc(t_model(x))
+  t_model.train()
+  with torch.no_grad():
+    ref_train = _nhwc(t_model(x))
+  assert y_eval.dtype == jnp.float32
+  errors = {}
+  for mode, got, ref in (('eval', y_eval, ref_eval), ('train', y_train, ref_train)):
+    err, scale = _max_err(got, ref)
+    errors[mode] = err
+    assert err <= TOL * scale, f'{mode}: max abs err {err:.3g} (scale {scale:.3g})'
+  # The check has teeth: the two modes give different outputs.
+  assert np.max(np.abs(ref_eval - ref_train)) > 1e-2
+  print('HEAR-Net parity max abs err:', {k: f'{v:.2e}' for k, v in errors.items()})
+
+  new_stats = t_hear.hear_net_to_flax(t_model)['batch_stats']
+  old_stats = converted['batch_stats']
+  counts = _bn_counts(TINY_CHANNELS, size, batch)
+  assert set(updates['batch_stats']) == set(new_stats) == set(counts)
+  for name, n in counts.items():
+    got = updates['batch_stats'][name]
+    np.testing.assert_allclose(got['mean'], new_stats[name]['mean'], atol=1e-5, rtol=1e-4,
+                               err_msg=name)
+    # torch keeps the unbiased batch variance in the running average, Flax the biased one.
+    v0 = old_stats[name]['var']
+    np.testing.assert_allclose((np.asarray(got['var']) - 0.9 * v0) * n / (n - 1),
+                               new_stats[name]['var'] - 0.9 * v0, atol=1e-5, rtol=1e-4,
+                               err_msg=name)
+
+
+def test_param_count_and_shapes_at_256():
+  """Paper widths at 256 px (abstract evaluation only): 16,663,043 params == torch, the
+  layer shapes of the design notes, output [B, 256, 256, 3] float32 (also in bf16)."""
+  x = jax.ShapeDtypeStruct((2, 256, 256, 6), jnp.float32)
+  config = ml_collections.ConfigDict({'channels': t_hear.PAPER_CHANNELS})
+  model = hear_net.from_config(config)
+  variables = jax.eval_shape(model.init, jax.random.key(0), x)
+  assert _nparams(variables['params']) == PAPER_PARAMS
+  with torch.device('meta'):
+    assert t_hear.count_params(t_hear.HEARNet()) == PAPER_PARAMS
+  p = variables['params']
+  assert [p[f'down{i}_conv']['kernel'].shape for i in range(5)] == [
+      (4, 4, 6, 64), (4, 4, 64, 128), (4, 4, 128, 256), (4, 4, 256, 512), (4, 4, 512, 512)]
+  # Transposed-conv kernels [kh, kw, out, in]: 512->512, 1024->256, 512->128, 256->64.
+  assert [p[f'up{j}_conv']['kernel'].shape for j in range(4)] == [
+      (4, 4, 512, 512), (4, 4, 256, 1024), (4, 4, 128, 512), (4, 4, 64, 256)]
+  assert p['out_conv']['kernel'].shape == (3, 3, 128, 3)
+  assert set(variables['batch_stats']) == {f'down{i}_bn' for i in range(5)} | {
+      f'up{j}_bn' for j in range(4)}
+
+  y = jax.eval_shape(lambda v, a: model.apply(v, a, False), variables, x)
+  assert y.shape == (2, 256, 256, 3) and y.dtype == jnp.float32
+  y, updates = jax.eval_shape(lambda v, a: model.apply(v, a, True, mutable=['batch_stats']),
+                              variables, x)
+  assert y.shape == (2, 256, 256, 3)
+  assert jax.tree.map(lambda a: a.shape, updates['batch_stats']) == jax.tree.map(
+      lambda a: a.shape, variables['batch_stats'])
+
+  bf16 = hear_net.from_config(config, axis_name='data', dtype='bfloat16')
+  assert (bf16.dtype, bf16.axis_name, tuple(bf16.channels)) == (
+      'bfloat16', 'data', t_hear.PAPER_CHANNELS)
+  y16 = jax.eval_shape(lambda v, a: bf16.apply(v, a, False), variables, x)
+  assert y16.shape == (2, 256, 256, 3) and y16.dtype == jnp.float32
+
+  # The input helper, and a size the U-Net cannot take.
+  a = jax.ShapeDtypeStruct((2, 256, 256, 3), jnp.float32)
+  assert jax.eval_shape(hear_net.hear_input, a, a).shape == (2, 256, 256, 6)
+  with pytest.raises(ValueError, match='divisible by 32'):
+    jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 48, 48, 6),
+                                                                       jnp.float32))
+
+
+def test_train_mode_gradients_match_torch():
+  """d/d(input) and d/d(params) of <y, g> in train mode == torch autograd (3 levels, 16 px):
+  the CPU conv / transposed-conv VJPs of fsjax.models.cpu_conv plus the biases and BN."""
+  torch.manual_seed(1)
+  channels, size = (4, 8, 8), 16
+  t_model = _randomize_bn(t_hear.init_weights(t_hear.HEARNet(channels)), seed=1).train()
+  x = (torch.rand(2, 6, size, size) * 2 - 1).requires_grad_()
+  g = torch.randn(2, 3, size, size)
+  (t_model(x) * g).sum().backward()
+  f_model = hear_net.HEARNet(channels=channels)
+  variables = jax.tree.map(jnp.asarray, t_hear.hear_net_to_flax(t_model))
+
+  def loss(params, x):
+    y, _ = f_model.apply({**variables, 'params': params}, x, True, mutable=['batch_stats'])
+    return jnp.sum(y * jnp.asarray(_nhwc(g)))
+
+  gp, gx = jax.jit(jax.grad(loss, argnums=(0, 1)))(variables['params'],
+                                                   jnp.asarray(_nhwc(x)))
+  err, scale = _max_err(gx, _nhwc(x.grad))
+  assert err <= TOL * scale, f'input grad: {err:.3g} (scale {scale:.3g})'
+  grads = copy.deepcopy(t_model)  # the converter applied to the gradients
+  with torch.no_grad():
+    for p, q in zip(grads.parameters(), t_model.parameters()):
+      p.copy_(q.grad)
+  ref = t_hear.hear_net_to_flax(grads)['params']
+  worst = err / scale
+  for path, a in jax.tree_util.tree_flatten_with_path(gp)[0]:
+    b = ref
+    for key in path:
+      b = b[key.key]
+    err, scale = _max_err(a, b)
+    worst = max(worst, err / scale)
+    assert err <= TOL * scale, f'{jax.tree_util.keystr(path)}: {err:.3g} (scale {scale:.3g})'
+  print(f'HEAR-Net gradient parity: worst max err / max(1, max |ref|) {worst:.2e}')
+

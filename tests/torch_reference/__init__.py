@@ -1,1 +1,0 @@
-"""Independent PyTorch (NCHW) reference models for parity tests and the benchmark."""
