@@ -46,6 +46,10 @@ def get_config():
   # One conv for the gamma/beta attribute convs of each ResBlk's AAD layers (same params and
   # result); off here until a GPU measures it (docs/performance.md, scripts/gpu_bench.sh E).
   config.model.aad_merge_attr_convs = False
+  # Channels of a full-resolution attribute level (Conv 3x3 of X_t, concatenated to the
+  # bilinear x2 that is the paper's last z_att level); 0 = the paper. fsjax option for small
+  # images, where the paper's last level only holds half-resolution detail (docs/fidelity.md).
+  config.model.attr_full_res_channels = 0
 
   # Multi-scale PatchGAN discriminator (pix2pixHD).
   config.discriminator = ml_collections.ConfigDict()
@@ -72,6 +76,9 @@ def get_config():
   config.loss.id = 5.0
   config.loss.rec = 10.0
   config.loss.adv_g = 'hinge'  # 'hinge': relu(1 - D(Y)) | 'mean': -D(Y)
+  # L_id reads Y randomly zoomed / shifted by up to this fraction (fsjax option against
+  # adversarial patterns on a small identity encoder, docs/fidelity.md); 0 = the paper.
+  config.loss.id_jitter = 0.0
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'adam'

@@ -25,7 +25,7 @@ def get_config():
   config.regressor.dataset = 'synthetic_faces/64'  # train split: fit; test split: held-out error
   config.regressor.image_size = 64  # inputs of other sizes are area-resized to this
   config.regressor.model = ml_collections.ConfigDict()
-  config.regressor.model.widths = (16, 32, 64, 128)  # stem, then stride-2 + stride-1 convs
+  config.regressor.model.widths = (8, 16, 32, 64, 128)  # stride-1 stem, then 2 convs a stage
   config.regressor.model.dense = 128
   config.regressor.seed = 0
   config.regressor.batch_size = 64

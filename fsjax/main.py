@@ -15,6 +15,7 @@ COMMANDS = {
     'convert-generator': ('convert_generator', 'Convert GHOST (sber-swap) AEI-Net weights into a swapper export.'),
     'train-arcface': ('train_arcface', 'Train an ArcFace identity encoder.'),
     'train': ('train', 'Train AEI-Net (FaceShifter) on all devices of all hosts.'),
+    'train-hear': ('train_hear', 'Train HEAR-Net (FaceShifter stage 2) on top of an AEI-Net.'),
     'eval': ('evaluate', 'Score swaps (ID retrieval, pose, expression): synthetic pairs, FF++, a pairs.csv.'),
     'export': ('export', 'Export a trained swapper for inference (Colab).'),
     'swap': ('swap', 'Swap faces in an image or a video.'),
@@ -46,6 +47,7 @@ def _show_in_help(module) -> None:
 def run(argv=None):
   """Console-script entry point."""
   argv = list(sys.argv if argv is None else argv)
+  sys.argv = argv  # config_flags finds the --config.a.b=v overrides in sys.argv
   if len(argv) < 2 or argv[1] in ('-h', '--help', 'help'):
     print(_usage())
     return 0 if len(argv) >= 2 else 2

@@ -69,10 +69,10 @@ def cli_env(tmp_path_factory) -> dict:
   return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache))
 
 
-def run_cli(args, env) -> subprocess.CompletedProcess:
-  """Runs `fsjax ARGS...` (python -m fsjax.main) and captures its output."""
+def run_cli(args, env, cwd=None) -> subprocess.CompletedProcess:
+  """Runs `fsjax ARGS...` (python -m fsjax.main, in `cwd`) and captures its output."""
   return subprocess.run([sys.executable, '-m', 'fsjax.main'] + list(args), capture_output=True,
-                        text=True, env=env, timeout=300, check=False)
+                        text=True, env=env, timeout=300, check=False, cwd=cwd)
 
 
 def tiny_export(tmp_path_factory) -> tuple[str, str]:
@@ -128,3 +128,35 @@ def streams(path: str) -> list[str]:
 def save(path, image) -> str:
   Image.fromarray(np.asarray(image, np.uint8)).save(path)
   return str(path)
+
+
+# GHOST's depth (7 encoder levels, 8 AAD ResBlks, 256 px) at tiny widths; 64-d z_id (the
+# tiny IResNet's embedding).
+GHOST_TINY_ATTR = (2, 4, 4, 8, 8, 8, 8)
+GHOST_TINY_GEN = (16, 16, 16, 16, 12, 8, 6, 4)
+
+
+def tiny_ghost_files(folder, seed: int = 11) -> tuple[dict, dict]:
+  """GHOST's release files with random weights, torch.save'd under their release names:
+  G_unet_2blocks.pth (tiny widths, random batch-norm statistics), D_unet_2blocks.pth (tiny,
+  n_layers 5) and backbone.pth (tiny arcface_torch IResNet).
+
+  Returns:
+    ({'G', 'D', 'backbone'}: path, the same keys: the eval-mode torch modules).
+  """
+  # pylint: disable=g-import-not-at-top
+  import torch
+  from fsjax.bench.torch_reference import ghost
+  from fsjax.bench.torch_reference import iresnet
+  torch.manual_seed(seed)
+  modules = {'G': ghost.AEI_Net(2, 64, GHOST_TINY_ATTR, GHOST_TINY_GEN),
+             'D': ghost.MultiscaleDiscriminator(ndf=4, n_layers=5, max_channels=16),
+             'backbone': iresnet.iresnet('tiny')}
+  names = {'G': 'G_unet_2blocks.pth', 'D': 'D_unet_2blocks.pth', 'backbone': 'backbone.pth'}
+  files = {}
+  for key, module in modules.items():
+    iresnet.randomize_batchnorm(module, seed)
+    module.eval()
+    files[key] = os.path.join(folder, names[key])
+    torch.save(module.state_dict(), files[key])
+  return files, modules

@@ -12,6 +12,7 @@ import torch
 
 import fsjax
 from fsjax import models
+from fsjax.data import paths
 from fsjax.identity import checkpoint as identity
 from fsjax.identity import convert as arcface_convert
 from fsjax.identity import resolve
@@ -182,9 +183,14 @@ def test_onnx_with_foreign_layer_names_the_node(tmp_path):
 
 def test_refuses_existing_output(sources, tmp_path):
   (tmp_path / 'out').mkdir()
-  with pytest.raises(arcface_convert.ConversionError, match='exists'):
+  (tmp_path / 'out' / 'mine.txt').write_text('not an identity checkpoint')
+  with pytest.raises(paths.OutputError, match='exists'):
     arcface_convert.convert(sources['tiny'][1], str(tmp_path / 'out'), verify=False,
                             log=lambda s: None)
+  with pytest.raises(paths.OutputError, match='not an earlier identity checkpoint'):
+    arcface_convert.convert(sources['tiny'][1], str(tmp_path / 'out'), verify=False,
+                            overwrite=True, log=lambda s: None)
+  assert os.listdir(tmp_path / 'out') == ['mine.txt']
 
 
 def test_feature_scale_not_one_is_folded(sources, tmp_path):

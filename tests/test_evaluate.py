@@ -1,35 +1,43 @@
-"""fsjax.eval.synthetic: identity-transfer and ground-truth metrics on known answers."""
+"""fsjax.eval.synthetic: the synthetic protocol's figures on known answers (fake swappers
+that return X_t or X_s, a pixel embedder and a pixel 'pose' estimator; no training)."""
 
 import numpy as np
+import pytest
 
-from fsjax.eval import synthetic as evaluate
 from fsjax.data import synthetic_faces
+from fsjax.eval import metrics
+from fsjax.eval import synthetic
 
 
 def _pairs(n=6, size=32):
+  """n pairs of 2n distinct identities, as load_pairs returns them."""
   rng = np.random.default_rng(0)
-  ids = [synthetic_faces.sample_identity(rng) for _ in range(2 * n)]
-  atts = [synthetic_faces.sample_attributes(rng) for _ in range(2 * n)]
-  render = lambda i, a: synthetic_faces.render(ids[i], atts[a], size)
-  return {'source': np.stack([render(2 * k, 2 * k) for k in range(n)]),
-          'target': np.stack([render(2 * k + 1, 2 * k + 1) for k in range(n)]),
-          'swap': np.stack([render(2 * k, 2 * k + 1) for k in range(n)])}
+  ids = np.stack([synthetic_faces.sample_identity(rng) for _ in range(2 * n)])
+  atts = np.stack([synthetic_faces.sample_attributes(rng) for _ in range(2 * n)])
+  src, tgt = np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2)
+  render = lambda i, a: synthetic_faces.render_batch(ids[i], atts[a], size)
+  return {'source': render(src, src), 'target': render(tgt, tgt), 'swap': render(src, tgt),
+          'source_label': 100 + src, 'target_label': 100 + tgt,
+          'identity_params': ids[src], 'attribute_params': atts[tgt]}
 
 
 class _FakeSwapper:
-  """Returns the target (copier) or the source (pastes the source face) as the swap."""
+  """Returns the target (a copier) or the source as the swap."""
 
   image_size = 32
 
   def __init__(self, pairs, answer):
     self._answer = pairs[answer].astype(np.float32)
+    self._next = 0
 
   def embed_crops(self, crops):
     return np.zeros((len(crops), 4), np.float32)
 
   def generate(self, crops, z_id):
-    assert len(crops) == len(z_id) == len(self._answer)
-    return self._answer
+    assert len(crops) == len(z_id)
+    out = self._answer[self._next:self._next + len(crops)]
+    self._next += len(crops)
+    return out
 
 
 def _pixel_embedder(crops):
@@ -38,31 +46,64 @@ def _pixel_embedder(crops):
   return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_copying_the_target_is_diagnosed():
-  pairs = _pairs()
-  result = evaluate.evaluate_swapper(_FakeSwapper(pairs, 'target'), pairs,
-                                     {'pixels': _pixel_embedder})
-  assert result['mse']['swap'] == result['mse']['target']
-  assert result['mse']['swap'] > 0
-  scores = result['identity']['pixels']['swap']
-  assert scores['closer_to_source'] == 0.0
-  np.testing.assert_allclose(scores['cos_target'], 1.0, atol=1e-9)
-  assert 'Y beats both trivial answers: False' in evaluate.format_report(result)
+class _PixelPose:
+  """'Pose' = mean colour, 'expression' = a few pixel values: equal images, equal answers."""
+
+  held_out = {'pose_error': 1.5, 'expression_error': 0.1, 'num_images': 10}
+
+  def predict(self, images):
+    x = images.astype(np.float64)
+    return x.mean(axis=(1, 2)), x[:, 10:13, 16, 0]
 
 
-def test_returning_the_source_scores_full_identity_transfer():
-  pairs = _pairs()
-  result = evaluate.evaluate_swapper(_FakeSwapper(pairs, 'source'), pairs,
-                                     {'pixels': _pixel_embedder})
-  assert result['mse']['swap'] == result['mse']['source']
-  assert result['identity']['pixels']['swap']['closer_to_source'] == 1.0
+def _estimators():
+  return synthetic.Estimators(_PixelPose(), {'independent': _pixel_embedder},
+                              info={'pose_expression': {'held_out': _PixelPose.held_out}})
+
+
+@pytest.fixture(scope='module')
+def pairs():
+  return _pairs()
+
+
+def test_copying_the_target_is_diagnosed(pairs):
+  result = synthetic.evaluate_swapper(_FakeSwapper(pairs, 'target'), pairs, _estimators())
+  ref = result['reference']['target']
+  for key in synthetic.FIGURES:
+    assert result[key] == pytest.approx(ref[key]), key
+  assert result['id_retrieval_top1'] == 0.0  # it retrieves the target's identity
+  assert result['pose_error'] == 0.0 and result['expression_error'] == 0.0
+  assert result['unchanged_outside_mask'] == 1.0
+  assert result['psnr'] < result['reference']['ground_truth']['psnr']
+  text = synthetic.format_report(result)
+  assert 'return X_t' in text and 'own held-out error: pose 1.50 deg' in text
+
+
+def test_returning_the_source_scores_full_identity(pairs):
+  result = synthetic.evaluate_swapper(_FakeSwapper(pairs, 'source'), pairs, _estimators())
+  assert result['id_retrieval_top1'] == 1.0 and result['id_retrieval_top5'] == 1.0
+  assert result['cos_source'] == pytest.approx(1.0)
+  assert result['psnr'] == pytest.approx(result['reference']['source']['psnr'])
   assert result['swaps'].dtype == np.uint8 and result['swaps'].shape == pairs['source'].shape
+  assert result['num_pairs'] == 6
 
 
-def test_ground_truth_beats_trivial_answers_in_pixels():
-  pairs = _pairs()
-  gt = evaluate.mse(pairs['swap'], pairs['swap'])
-  assert gt == 0.0
-  assert evaluate.mse(pairs['target'], pairs['swap']) > 0
-  assert evaluate.mse(pairs['source'], pairs['swap']) > 0
-  np.testing.assert_allclose(evaluate.mse(np.zeros((1, 2, 2, 3)), np.full((1, 2, 2, 3), 255)), 1.0)
+def test_ground_truth_is_the_ceiling(pairs):
+  result = synthetic.evaluate_swapper(_FakeSwapper(pairs, 'target'), pairs, _estimators())
+  gt = result['reference']['ground_truth']
+  assert gt['psnr'] == metrics.PSNR_CAP and gt['psnr_face'] == metrics.PSNR_CAP
+  assert gt['ssim'] == pytest.approx(1.0) and gt['ssim_face'] == pytest.approx(1.0)
+  # The renderer reproduces the stored ground truth, so the face region is GT's own.
+  assert result['face_region']['ground_truth_rerender_match'] == 1.0
+  assert 0.05 < result['face_region']['fraction_of_pixels'] < 0.6
+  for answer in ('target', 'source'):
+    assert result['reference'][answer]['psnr'] < 30
+
+
+def test_face_region_is_the_face():
+  p = _pairs(n=2, size=64)
+  mask, image = synthetic.face_region(p['identity_params'], p['attribute_params'], 64)
+  np.testing.assert_array_equal(image, p['swap'])
+  assert mask.dtype == bool and mask.shape == (2, 64, 64)
+  assert mask[:, 30:34, 30:34].all()  # the face centre
+  assert not mask[:, :3].any() and not mask[:, :, :3].any()  # the frame border

@@ -1,25 +1,41 @@
-"""GHOST (ai-forever/sber-swap) AEI-Net weights: layout, conversion, parity, refusals, alignment.
+"""GHOST (ai-forever/sber-swap) AEI-Net weights: layout, conversion, parity, refusals, alignment,
+`fsjax convert-generator` (export, swap, CLI refusals) and fine-tuning from it (init_from).
 
 The PyTorch twin of GHOST's layout is fsjax/bench/torch_reference/ghost.py; parity runs at
 tiny widths with GHOST's full depth (7 encoder levels, 8 AAD ResBlks, 256 px), so the
-state dicts have exactly the keys of the released files.
+state dicts have exactly the keys of the released files. The fine-tuning test uses a 16 px
+GHOST-layout model (the micro training config of tests/train_helpers.py).
 """
 
 import collections
+import json
 import os
+import re
+import subprocess
+import sys
 
 import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import skimage.data
 import torch
 
+import fsjax
+import swap_helpers
+import train_helpers
 from configs import default as default_config
+from configs import ghost_finetune
 from fsjax import models
 from fsjax.aei import convert
+from fsjax.aei import init_from
+from fsjax.aei import trainer
 from fsjax.bench.torch_reference import ghost
 from fsjax.faces import align as align_lib
+from fsjax.identity import checkpoint as identity_checkpoint
+from fsjax.swap import export
+from fsjax.swap import ghost as ghost_swap
 
 TOL = 1e-4  # max |flax - torch| <= TOL * max(1, max |torch|), float32
 ATTR_T = (2, 4, 4, 8, 8, 8, 8)  # tiny widths, GHOST's depth (7 levels)
@@ -344,3 +360,185 @@ def test_ghost224_alignment():
   src = align_lib.transform_points(align_lib.invert_affine(m), p)
   np.testing.assert_allclose(align_lib.transform_points(m256, src), (p + 0.5) * 256 / 224 - 0.5,
                              atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------
+# `fsjax convert-generator`: release-like files -> export -> Swapper; refusals; fine-tuning.
+
+MICRO_ATTR, MICRO_GEN = (4, 8, 16), (16, 16, 8, 8)  # tests/train_helpers.py MICRO (16 px)
+
+
+@pytest.fixture(scope='module')
+def ghost_files(tmp_path_factory):
+  """GHOST's release files with random weights (swap_helpers.tiny_ghost_files: G 256 px at
+  tiny widths, D, backbone), plus a 16 px G + 1-scale D matching the micro training config."""
+  d = tmp_path_factory.mktemp('ghost_files')
+  files, modules = swap_helpers.tiny_ghost_files(str(d))
+  micro = {'G_micro': _randomize_bn(ghost.AEI_Net(2, 64, MICRO_ATTR, MICRO_GEN), 12).eval(),
+           'D_micro': ghost.MultiscaleDiscriminator(ndf=8, n_layers=2, num_D=1, max_channels=64)}
+  for name, model in micro.items():
+    files[name] = str(d / f'{name}.pth')
+    torch.save(model.state_dict(), files[name])
+  return {'files': files, 'models': dict(modules, **micro)}
+
+
+def _cli(args, tmp_path_factory):
+  return swap_helpers.run_cli(['convert-generator'] + list(args),
+                              swap_helpers.cli_env(tmp_path_factory))
+
+
+def test_convert_generator_round_trip_follows_ghost_preprocessing(ghost_files, tmp_path,
+                                                                  tmp_path_factory):
+  """CLI -> export -> load_swapper -> swap of the astronaut, and the swap equals GHOST's
+  inference path run in PyTorch: 224 crop, identity from it at 112 (align_corners) raw,
+  G on its 256 resize."""
+  files, ref = ghost_files['files'], ghost_files['models']
+  out = tmp_path / 'ghost_export'
+  run = _cli([files['G'], str(out), '--identity', files['backbone'], '--discriminator',
+              files['D']], tmp_path_factory)
+  assert run.returncode == 0, run.stderr[-3000:]
+  worst = float(re.search(r'worst \|y_fsjax - y_torch\| = (\S+)', run.stdout).group(1))
+  print(f'convert-generator verification (tiny 2-block, 256 px): worst diff {worst:.3g}')
+  assert worst <= TOL
+
+  meta = json.loads((out / 'swapper.json').read_text())
+  assert (meta['alignment'], meta['identity_crop_mode'], meta['image_size']) == (
+      'ghost224', 'resize', 256)
+  assert meta['model']['id_normalize'] is False and meta['model']['aad_num_blocks'] == 2
+  assert set(meta['model']) == set(default_config.get_config().model.keys())  # all of config.model
+  assert meta['discriminator'] == {'num_d': 3, 'n_layers': 5, 'ndf': 4, 'max_channels': 16,
+                                   'norm': 'instance'}
+  assert meta['source']['verification']['max_abs_diff'] == pytest.approx(worst, rel=1e-2)
+  # D is the training side: inference never reads it; init_from does.
+  fields, d_vars = export.load_discriminator(str(out))
+  assert fields == meta['discriminator']
+  want = {k: v for k, v in convert.discriminator_to_flax(ref['D'].state_dict()).items() if v}
+  jax.tree.map(np.testing.assert_array_equal, d_vars, want)
+
+  swapper = fsjax.load_swapper(str(out))
+  assert (swapper.identity_size, swapper.id_normalize) == (224, False)
+  astronaut = skimage.data.astronaut()
+  result = swapper.swap(astronaut, astronaut, return_crops=True)
+  changed = np.any(result.image != astronaut, axis=-1)
+  assert changed.any() and not changed[result.mask == 0].any()
+
+  # GHOST's path in PyTorch on the same detected face.
+  lm5 = result.faces[0].landmarks5
+  crop224, _ = align_lib.align_face(astronaut, result.faces[0], 'ghost224', 224)
+  np.testing.assert_array_equal(result.target_crops[0],
+                                cv2.resize(crop224, (256, 256), interpolation=cv2.INTER_LINEAR))
+  np.testing.assert_array_equal(crop224, align_lib.align_ghost(astronaut, lm5, 224)[0])
+  to_t = lambda a: torch.from_numpy(a.astype(np.float32)[None].transpose(0, 3, 1, 2) / 127.5 - 1)
+  with torch.no_grad():
+    e = ref['backbone'](torch.nn.functional.interpolate(
+        to_t(crop224), scale_factor=0.5, mode='bilinear', align_corners=True))
+    y = ref['G'](to_t(result.target_crops[0]), e)[0]
+  z = swapper.identity(astronaut)
+  np.testing.assert_allclose(z, e[0].numpy(), rtol=1e-4, atol=1e-4 * float(e.norm()))
+  y = (y[0].numpy().transpose(1, 2, 0) + 1.0) * 127.5
+  assert np.max(np.abs(swapper.generate(result.target_crops, z)[0] - y)) < 0.05
+  # Several sources (GHOST swaps them one at a time): mean direction at the mean length.
+  e2 = swapper.identity(np.ascontiguousarray(astronaut[:, ::-1]))
+  both = swapper.identity([astronaut, np.ascontiguousarray(astronaut[:, ::-1])])
+  unit = lambda v: v / np.linalg.norm(v)
+  np.testing.assert_allclose(unit(both), unit(unit(z) + unit(e2)), atol=1e-5)
+  assert np.linalg.norm(both) == pytest.approx((np.linalg.norm(z) + np.linalg.norm(e2)) / 2,
+                                               rel=1e-5)
+
+
+def test_convert_generator_refusals_write_nothing(ghost_files, tmp_path, tmp_path_factory):
+  """Wrong keys, wrong shapes, a D given as G and a code-running pickle: exit 2, one error
+  line naming the problem, no output (nor temporary folder), and the pickle never ran."""
+  files, ref = ghost_files['files'], ghost_files['models']
+  sd = ref['G'].state_dict()
+  renamed = {('generator.AADBlk2.add_blocks.0.fc9.weight' if
+              k == 'generator.AADBlk2.add_blocks.0.fc1.weight' else k): v for k, v in sd.items()}
+  torch.save(renamed, tmp_path / 'keys.pth')
+  torch.save(dict(sd, **{'generator.AADBlk3.add_blocks.3.conv2.weight': torch.zeros(16, 8, 1, 1)}),
+             tmp_path / 'shapes.pth')
+  marker = tmp_path / 'MARKER'
+  torch.save(dict(sd, **{'encoder.conv1.0.weight': _Payload(marker)}), tmp_path / 'evil.pth')
+  cases = {'keys': (str(tmp_path / 'keys.pth'), "'generator.AADBlk2.add_blocks.0.fc1.weight'"),
+           'shapes': (str(tmp_path / 'shapes.pth'),
+                      "'generator.AADBlk3.add_blocks.3.conv2.weight'"),
+           'd_as_g': (files['D'], 'discriminator'),
+           'evil': (str(tmp_path / 'evil.pth'), 'weights-only')}
+  env = swap_helpers.cli_env(tmp_path_factory)
+  procs = {name: subprocess.Popen(
+      [sys.executable, '-m', 'fsjax.main', 'convert-generator', g, str(tmp_path / f'out_{name}'),
+       '--identity', files['backbone']], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True, env=env) for name, (g, _) in cases.items()}
+  for name, proc in procs.items():
+    _, stderr = proc.communicate(timeout=300)
+    errors_ = [l for l in stderr.splitlines() if 'error' in l]
+    assert proc.returncode == 2, (name, stderr[-2000:])
+    assert len(errors_) == 1 and errors_[0].startswith('fsjax convert-generator: error: '), (
+        name, stderr[-2000:])
+    assert cases[name][1] in errors_[0], (name, errors_[0])
+  assert not marker.exists()
+  assert not [p for p in os.listdir(tmp_path) if 'out_' in p]  # nor .out_*.tmp-* folders
+
+
+def test_ghost_finetune_config_matches_the_converted_release():
+  """configs/ghost_finetune.py builds exactly what convert-generator writes for the real
+  G_unet_2blocks / D_unet_2blocks (init_from's check), with GHOST's training defaults."""
+  cfg = ghost_finetune.get_config()
+  layout = convert.GeneratorLayout(2, ghost.ATTR_CHANNELS, ghost.GEN_CHANNELS, 512)
+  d_layout = convert.DiscriminatorLayout(num_d=3, n_layers=5, ndf=64, max_channels=512)
+  meta = ghost_swap.ghost_meta(layout, {'embedding_dim': 512}, discriminator=d_layout)
+  source = init_from.Source('/ghost', 'export', meta['image_size'], meta['model'],
+                            meta['alignment'], meta['discriminator'], None, meta)
+  init_from.check_compatible(cfg, source)
+  trainer.check_config(cfg)
+  assert (cfg.loss.adv, cfg.loss.att, cfg.loss.id, cfg.loss.rec) == (1, 10, 20, 10)
+  assert (cfg.optimizer.g_learning_rate, cfg.optimizer.b1, cfg.optimizer.b2,
+          cfg.optimizer.weight_decay) == (4e-4, 0.0, 0.999, 1e-4)
+  assert cfg.model.id_normalize is False and cfg.identity.checkpoint == ''
+  cfg.model.id_normalize = True
+  with pytest.raises(ValueError, match='model.id_normalize=False'):
+    init_from.check_compatible(cfg, source)
+  # aei reads exports by their file names (it sits below swap): the same names.
+  assert init_from.EXPORT_FILES == (export.META_FILE, export.VARIABLES_DIR,
+                                    export.DISCRIMINATOR_DIR)
+  assert init_from.EXPORT_FORMAT == export.FORMAT
+
+
+def test_finetune_starts_from_the_converted_checkpoint(ghost_files, tmp_path, jax_cache):
+  """2 steps of `fsjax train` with init_from = a converted tiny GHOST export: G, EMA and D
+  start from it (they move by about 2 Adam steps, not by a random init's distance), the
+  identity encoder is the export's (copied into the workdir)."""
+  del jax_cache  # FSJAX_TEST_JAX_CACHE=DIR keeps the train step compiled between sessions
+  files = ghost_files['files']
+  out = str(tmp_path / 'micro_export')
+  ghost_swap.convert_ghost(files['G_micro'], out, files['backbone'],
+                           discriminator_path=files['D_micro'], log=lambda s: None)
+  config = train_helpers.test_config(steps=2, checkpoint_every=2)
+  config.init_from = out
+  config.dataset.alignment = 'ghost224'
+  with pytest.raises(ValueError, match='model.id_normalize'):
+    init_from.check(config)  # the export feeds G raw embeddings
+  config.model.id_normalize = False
+  workdir = str(tmp_path / 'ft')
+  state = trainer.train_and_evaluate(config, workdir,
+                                     data_source=train_helpers.fake_source(size=16))
+  bundle = export.load_bundle(out)
+  _, d_vars = export.load_discriminator(out)
+  lr = config.optimizer.g_learning_rate
+  for name, got, start in [('G', state.g_params, bundle.generator_variables['params']),
+                           ('EMA', state.ema_params, bundle.generator_variables['params']),
+                           ('D', state.d_params, d_vars['params'])]:
+    moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(start)))
+    assert 0 < moved <= 3 * lr, (name, moved)  # Adam: at most ~lr per step and parameter
+  assert int(state.step) == 2
+  _, id_vars, id_meta = identity_checkpoint.load_identity(os.path.join(workdir, 'identity'))
+  assert id_meta['source']['init_from'] == out
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(id_vars),
+               jax.device_get(bundle.identity_variables))
+  # A workdir is a source too (fine-tuning fsjax's own runs): its newest G, EMA and D.
+  config.init_from = workdir
+  init_from.check(config)
+  weights = init_from.load_weights(config, state)
+  assert init_from.read_source(workdir).step == 2
+  for key in ('g_params', 'ema_params', 'd_params'):
+    jax.tree.map(np.testing.assert_array_equal, weights[key], jax.device_get(getattr(state, key)))

@@ -1,4 +1,5 @@
-"""notebooks/swap_in_colab.ipynb runs top to bottom (nbclient) against the session's tiny export."""
+"""notebooks/swap_in_colab.ipynb runs top to bottom (nbclient): its GHOST path, on tiny
+random GHOST-layout files it converts itself (the session's tiny export is its fallback)."""
 
 import os
 
@@ -20,6 +21,10 @@ def test_swap_in_colab_notebook_runs(tmp_path, tmp_path_factory, monkeypatch):
   monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR',
                      swap_helpers.cli_env(tmp_path_factory)['JAX_COMPILATION_CACHE_DIR'])
   monkeypatch.setenv('FSJAX_EXPORT', export_dir)
+  ghost_dir = tmp_path / 'ghost'
+  ghost_dir.mkdir()
+  swap_helpers.tiny_ghost_files(str(ghost_dir))
+  monkeypatch.setenv('FSJAX_GHOST_DIR', str(ghost_dir))
   monkeypatch.setenv('FSJAX_OUTPUT_DIR', str(out_dir))
   monkeypatch.setenv('FSJAX_VIDEO_FRAMES', '2')
   nb = nbformat.read(NOTEBOOK, as_version=4)
@@ -32,6 +37,7 @@ def test_swap_in_colab_notebook_runs(tmp_path, tmp_path_factory, monkeypatch):
   assert len(images) >= 3  # source | target | result, the crops, the video frame
   text = ''.join(o.get('text', '') for o in outputs if o.output_type == 'stream')
   assert "'frames': 2" in text and 'synthetic-media mark in the MP4: True' in text
+  assert 'model: GHOST G_unet_2blocks' in text and "alignment 'ghost224'" in text
   swap_png = out_dir / 'swap.png'
   assert provenance.is_marked_synthetic(str(swap_png))
   with Image.open(swap_png) as im:

@@ -100,14 +100,43 @@ def test_changing_identity_keeps_pose_and_changes_face():
     assert diff[face].mean() > 20
 
 
+def test_hair_and_neck_belong_to_the_target():
+  """Dataset 2.0.0: the scalp hair and the neck are attributes, the brows' colour identity."""
+  assert set(sf.MOVED_TO_ATTRIBUTES_V2) <= set(sf.ATTRIBUTE_FIELDS)
+  assert not set(sf.MOVED_TO_ATTRIBUTES_V2) & set(sf.IDENTITY_FIELDS)
+  assert {'brow_r', 'brow_g', 'brow_b', 'beard'} <= set(sf.IDENTITY_FIELDS)
+  att = _attributes(3, **_FRONTAL)
+  ids = np.stack([_identity(20), _identity(21)])
+  imgs = sf.render_batch(ids, np.stack([att, att]), S)
+  inner = sf.inner_face_mask(ids, np.stack([att, att]), S)
+  assert inner.shape == (2, S, S) and 0.1 < inner.mean() < 0.6
+  # Above the face, the scalp hair of two identities with the same attributes is the same
+  # (hair colour and hairline come from the attributes).
+  hair = sf.replace_fields(att, sf.ATTRIBUTE_FIELDS, hair_r=0.9, hair_g=0.1, hair_b=0.1,
+                           hairline=-0.3, hair_volume=0.2)
+  red = sf.render_batch(ids, np.stack([hair, hair]), S)
+  top = (slice(None), slice(S // 8, S // 5), slice(S * 3 // 8, S * 5 // 8))
+  assert np.all(red[top][..., 0] > 150) and np.all(red[top][..., 1] < 80)
+  assert not np.array_equal(red[0], imgs[0])
+  # The inner face still differs between the identities.
+  both = (inner[0] > 0.99) & (inner[1] > 0.99)
+  assert np.abs(imgs[0].astype(int) - imgs[1].astype(int)).sum(-1)[both].mean() > 20
+
+
 def test_identity_variation_exceeds_attribute_variation():
   """Nearest-neighbour identification on raw pixels of frontal faces: the renderer keeps
-  identity cues (colours, shapes) stronger than expression/light/background changes."""
+  identity cues (colours, shapes) stronger than expression/light/background changes.
+  Hair and clothes are fixed too: since 2.0.0 hair is an attribute and raw pixels are
+  dominated by it (22% accuracy with it free). With the inner face alone the raw-pixel
+  identification is 69% (chance 8%; 1.0.0, which counted the hair as identity, passed 90%)."""
   n, per = 12, 3
   ids = np.stack([_identity(i, 'nn') for i in range(n)])
   atts = [sf.replace_fields(_attributes(i, j, 'nn'), sf.ATTRIBUTE_FIELDS,
                             **dict(_FRONTAL, bg_r=0.5, bg_g=0.5, bg_b=0.5, bg2_r=0.5,
-                                   bg2_g=0.5, bg2_b=0.5))
+                                   bg2_g=0.5, bg2_b=0.5, hair_r=0.2, hair_g=0.15,
+                                   hair_b=0.1, hairline=-0.6, hair_volume=0.1,
+                                   hair_length=0.3, hair_part=0.0, neck_width=0.22,
+                                   cloth_r=0.5, cloth_g=0.5, cloth_b=0.5))
           for i in range(n) for j in range(per)]
   imgs = sf.render_batch(np.repeat(ids, per, 0), np.stack(atts), 32).reshape(n * per, -1)
   imgs = imgs.astype(np.float32)
@@ -115,7 +144,7 @@ def test_identity_variation_exceeds_attribute_variation():
   np.fill_diagonal(dist, np.inf)
   labels = np.repeat(np.arange(n), per)
   accuracy = (labels[dist.argmin(1)] == labels).mean()
-  assert accuracy >= 0.9, accuracy
+  assert accuracy >= 0.6, accuracy
 
 
 def test_render_rejects_bad_shapes():

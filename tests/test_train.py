@@ -9,7 +9,8 @@ runs reuse what the in-process run compiled.
   1. 3+ steps of the real loop: losses finite, params change, checkpoints, samples, TB.
   2. The step on 4 devices == the step on 1 device with the same global batch.
   3. SIGKILL after a checkpoint + restart == an uninterrupted run, bit for bit.
-  4. SIGTERM mid-run (real TFDS data): checkpoint of the current step, exit code 0.
+  4. SIGTERM / Ctrl-C mid-run (real TFDS data): checkpoint of the current step, exit code
+     0 / 130; a second run on the same workdir meanwhile is refused (locked), exit code 2.
   5. Two processes (jax.distributed over loopback, gloo, 2 CPU devices each).
   6. A batch with NaN pixels is skipped and counted; the next step trains.
 """
@@ -328,34 +329,48 @@ def _build_tiny_synthetic(data_dir, size):
   return f'synthetic_faces/trainer{size}'
 
 
-def test_sigterm_saves_current_step_and_exits_zero(jax_cache, tmp_path):
-  """The real command (`fsjax train`, config flags) on a real TFDS dataset, preempted."""
+@pytest.mark.parametrize('signum,exit_code', [(signal.SIGTERM, 0), (signal.SIGINT, 130)],
+                         ids=['SIGTERM', 'SIGINT'])
+def test_sigterm_saves_current_step_and_exits_zero(jax_cache, tmp_path, signum, exit_code):
+  """The real command (`fsjax train`, config flags) on a real TFDS dataset, preempted
+  (SIGTERM: exit 0) or interrupted (Ctrl-C: exit 130); while it runs, its workdir is locked."""
   data_dir = tmp_path / 'tfds'
   name = _build_tiny_synthetic(data_dir, train_helpers.MICRO['image_size'])
   workdir = tmp_path / 'preempted'
   overrides = {'identity.allow_random': True, 'dataset.name': name, 'dataset.data_dir': data_dir,
                'dataset.num_workers': 0, 'per_device_batch_size': 1, 'num_train_steps': 1000,
                'log_every_steps': 1, 'checkpoint_every_steps': 10000, 'sample_every_steps': 0}
+  command = ([sys.executable, '-m', 'fsjax.main', 'train', '--config', 'configs/tiny.py',
+              '--workdir', str(workdir)] + train_helpers.micro_flags()
+             + [f'--config.{k}={v}' for k, v in overrides.items()])
   log_path = tmp_path / 'cli.log'
   with open(log_path, 'w') as log:
-    proc = subprocess.Popen(
-        [sys.executable, '-m', 'fsjax.main', 'train', '--config', 'configs/tiny.py',
-         '--workdir', str(workdir)] + train_helpers.micro_flags()
-        + [f'--config.{k}={v}' for k, v in overrides.items()],
-        stdout=log, stderr=subprocess.STDOUT, env=_env(jax_cache),
-        cwd=os.path.dirname(os.path.dirname(HELPER)))
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_env(jax_cache),
+                            cwd=os.path.dirname(os.path.dirname(HELPER)))
   proc.log_path = log_path
   _wait_for(proc, lambda: re.search(r'step [2-9]/1000', _text(proc)), 600, 'step 2')
-  proc.send_signal(signal.SIGTERM)
+  if signum == signal.SIGINT:  # (one second run is enough for the lock)
+    second = subprocess.run(command, capture_output=True, text=True, env=_env(jax_cache),
+                            cwd=os.path.dirname(os.path.dirname(HELPER)), timeout=300)
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert second.stderr.strip().splitlines() == [
+        f'fsjax train: error: workdir {workdir} is in use by PID {proc.pid} on '
+        f'{socket.gethostname()}'], second.stderr[-3000:]
+  proc.send_signal(signum)
   try:
     proc.wait(timeout=300)
   finally:
     if proc.poll() is None:
       proc.kill()
   text = _text(proc)
-  assert proc.returncode == 0, text[-3000:]
-  match = re.search(r'SIGTERM: saving a checkpoint of step (\d+)', text)
+  assert proc.returncode == exit_code, text[-3000:]
+  match = re.search(signum.name + r': saving a checkpoint of step (\d+)', text)
   assert match, text[-3000:]
+  if signum == signal.SIGINT:
+    assert text.strip().splitlines()[-1] == (
+        f'fsjax train: interrupted (Ctrl-C: saved a checkpoint of step {match.group(1)}); run '
+        'the same command to resume from the last checkpoint'), text[-2000:]
+  assert not os.path.exists(workdir / 'fsjax.lock')  # released
   step = int(match.group(1))
   last_logged = max(int(m) for m in re.findall(r'step (\d+)/1000', text))
   assert step >= 2 and step == last_logged  # the step it was at, not an older one

@@ -111,6 +111,12 @@ def _override(key: str, value: Any) -> str:
   return f'--config.{key}={value}'
 
 
+def _d_widths(fields: Any) -> list[int]:
+  """The conv widths of a pix2pixHD discriminator: ndf doubling per layer, capped."""
+  return [min(int(fields['ndf']) * 2 ** k, int(fields['max_channels']))
+          for k in range(int(fields['n_layers']) + 1)]
+
+
 def check_compatible(config: ml_collections.ConfigDict, source: Source) -> None:
   """Raises ValueError naming the first field where the source's networks differ."""
   if int(config.image_size) != source.image_size:
@@ -125,8 +131,10 @@ def check_compatible(config: ml_collections.ConfigDict, source: Source) -> None:
                        f'says {config.model[key]!r}; set {_override("model." + key, value)}')
   if source.discriminator is not None:
     for key in D_FIELDS:
-      if key in source.discriminator and not _same(config.discriminator[key],
-                                                   source.discriminator[key]):
+      mine, theirs = config.discriminator[key], source.discriminator[key]
+      if key == 'max_channels':  # a cap the widths never reach is the same network
+        mine, theirs = _d_widths(config.discriminator), _d_widths(source.discriminator)
+      if not _same(mine, theirs):
         raise ValueError(
             f'init_from={source.path} has discriminator.{key}={source.discriminator[key]!r} '
             f'but the config says {config.discriminator[key]!r}; set '
@@ -140,19 +148,30 @@ def check_compatible(config: ml_collections.ConfigDict, source: Source) -> None:
 # Identity encoder.
 
 
-def _source_identity(source: Source) -> Optional[tuple[dict, Any]]:
-  """(identity.json meta, variables) of the source's encoder; None for a random one."""
+def _source_encoder(source: Source) -> Optional[dict]:
+  """The layout (identity.json fields) of the source's encoder, reading no weights; None
+  when it was random (allow_random smoke runs)."""
   if source.kind == 'export':
     meta = dict(source.meta['identity'])
-    if meta.get('random'):
-      return None
+    return None if meta.get('random') else meta
+  stored = ml_collections.ConfigDict(source.meta)
+  if stored.identity.allow_random and not stored.identity.checkpoint:
+    return None
+  resolve.check(stored)  # the source's encoder must still be where it was
+  return resolve.layout(stored)
+
+
+def _source_identity(source: Source) -> Optional[tuple[dict, Any]]:
+  """(identity.json meta, variables) of the source's encoder; None for a random one."""
+  if _source_encoder(source) is None:
+    return None
+  if source.kind == 'export':
+    meta = dict(source.meta['identity'])
     module = identity_checkpoint.module_from_meta(meta)
     tree = _restore(os.path.join(source.path, EXPORT_FILES[1]),
                     {'identity': identity_checkpoint.abstract_variables(module)})
     return meta, tree['identity']
   stored = ml_collections.ConfigDict(source.meta)
-  if stored.identity.allow_random and not stored.identity.checkpoint:
-    return None
   found = resolve.resolve(stored, source.path, train=False, dtype='float32')
   return {k: v for k, v in found.meta.items() if k != 'path'}, found.variables
 
@@ -178,17 +197,13 @@ def check(config: ml_collections.ConfigDict) -> None:
     return
   source = read_source(config.init_from)
   check_compatible(config, source)
-  if not supplies_identity(config):
+  encoder = _source_encoder(source) if supplies_identity(config) else None
+  if encoder is None:  # the config's own encoder (given, random or auto-trained)
     resolve.check(config)
-  elif source.kind == 'export' and not source.meta['identity'].get('random'):
-    dim = int(source.meta['identity']['embedding_dim'])
-    if dim != int(config.model.id_dim):
-      raise ValueError(f'init_from={source.path} has a {dim}-d identity encoder but '
-                       f'model.id_dim={config.model.id_dim}; set --config.model.id_dim={dim}')
-  elif source.kind == 'workdir':
-    stored = ml_collections.ConfigDict(source.meta)
-    if not (stored.identity.allow_random and not stored.identity.checkpoint):
-      resolve.check(stored)  # the source's encoder must still be where it was
+  elif int(encoder['embedding_dim']) != int(config.model.id_dim):
+    dim = int(encoder['embedding_dim'])
+    raise ValueError(f'init_from={source.path} has a {dim}-d identity encoder but '
+                     f'model.id_dim={config.model.id_dim}; set --config.model.id_dim={dim}')
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
@@ -207,7 +222,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.C
     if jax.process_index() == 0:
       meta, variables = found
       identity_checkpoint.save_identity(out, variables, dict(meta, source={
-          'init_from': paths.absolute(config.init_from)}))
+          'init_from': paths.absolute(config.init_from), 'source': meta.get('source', {})}))
       logging.info('identity encoder of init_from=%s copied to %s', config.init_from, out)
     parallel.barrier('fsjax_init_from_identity')
   config = copy.deepcopy(config)

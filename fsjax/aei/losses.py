@@ -55,3 +55,26 @@ def reconstruction_terms(y: jax.Array, x_t: jax.Array, same: jax.Array) -> jax.A
 def mean_logit(logits: Sequence[jax.Array]) -> jax.Array:
   """Mean raw logit over the D scales (a monitoring figure)."""
   return sum(jnp.mean(l.astype(jnp.float32)) for l in logits) / len(logits)
+
+
+def jitter_images(key: jax.Array, x: jax.Array, amount: float) -> jax.Array:
+  """Random per-image zoom (1 +- amount) and shift (+- amount of the side) of x [B, H, W, C],
+  bilinear, edges clamped: what L_id sees of Y with loss.id_jitter > 0 (an fsjax option), so
+  that G cannot satisfy a small identity encoder with pixel-exact adversarial patterns."""
+  b, h, w, _ = x.shape
+  k_scale, k_shift = jax.random.split(key)
+  scale = 1.0 + amount * jax.random.uniform(k_scale, (b, 1), minval=-1.0, maxval=1.0)
+  shift = amount * jax.random.uniform(k_shift, (b, 2), minval=-1.0, maxval=1.0)
+  ys = jnp.arange(h, dtype=jnp.float32) - 0.5 * (h - 1)
+  xs = jnp.arange(w, dtype=jnp.float32) - 0.5 * (w - 1)
+
+  def one(img, s, t):
+    yy = jnp.clip(ys / s[0] + 0.5 * (h - 1) + t[0] * h, 0, h - 1)
+    xx = jnp.clip(xs / s[0] + 0.5 * (w - 1) + t[1] * w, 0, w - 1)
+    gy, gx = jnp.meshgrid(yy, xx, indexing='ij')
+    chans = [jax.scipy.ndimage.map_coordinates(img[..., c], [gy, gx], order=1, mode='nearest')
+             for c in range(img.shape[-1])]
+    return jnp.stack(chans, -1)
+
+  return jax.vmap(one)(x.astype(jnp.float32), scale, shift).astype(x.dtype)
+

@@ -248,6 +248,20 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array, models
       nonfinite_total=jnp.zeros((), jnp.int32))
 
 
+def with_initial_weights(state: TrainState, weights: dict[str, Any],
+                         g_tx: optax.GradientTransformation,
+                         d_tx: optax.GradientTransformation) -> TrainState:
+  """A step-0 `state` started from pretrained weights (fsjax/aei/init_from.py).
+
+  `weights` holds 'g_params', 'ema_params' and any of 'g_batch_stats', 'd_params',
+  'd_batch_stats' (missing ones keep the random init); the optimizer states start fresh on
+  the new parameters. Pure and jittable.
+  """
+  fields = ('g_params', 'g_batch_stats', 'd_params', 'd_batch_stats', 'ema_params')
+  new = state.replace(**{k: weights[k] for k in fields if k in weights})
+  return new.replace(g_opt_state=g_tx.init(new.g_params), d_opt_state=d_tx.init(new.d_params))
+
+
 def _raw_key(rng: jax.Array) -> jax.Array:
   if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
     return jax.random.key_data(rng)
@@ -329,7 +343,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], id_vars: Any, *,
     fake_logits, _ = disc.apply(d_vars, y, train=True, mutable=['batch_stats'])
     adv = losses.generator_adv_loss(fake_logits, loss_cfg.adv_g)
     att = losses.attribute_loss(z_att_y, z_att_t)
-    idl = losses.identity_loss(identity_embedding(models, id_vars, y), u_s)
+    y_id = y if not loss_cfg.id_jitter else losses.jitter_images(
+        jax.random.fold_in(g_key, 1), y, loss_cfg.id_jitter)
+    idl = losses.identity_loss(identity_embedding(models, id_vars, y_id), u_s)
     # Local share of the global same-pair mean: pmean over devices restores it exactly.
     rec = jnp.sum(losses.reconstruction_terms(y, x_t, same)) * num_devices / jnp.maximum(num_same, 1.0)
     total = (loss_cfg.adv * adv + loss_cfg.att * att + loss_cfg.id * idl

@@ -10,7 +10,8 @@ itself is fsjax/aei/train_lib.py, the shared loop toolkit fsjax/train/. What the
   * data: the TFDS dataset config.dataset.name (fsjax datasets such as
     synthetic_faces/64 are built on first use), host-sharded grain pair iterator;
   * resume: the newest readable checkpoint in `<workdir>/checkpoints` (train state
-    and data-iterator position) is restored automatically;
+    and data-iterator position) is restored automatically; a fresh run starts from
+    config.init_from's weights when set (fine-tuning, fsjax/aei/init_from.py);
   * every step: the compiled G+D step on all devices of all hosts; no host sync
     except at log, sample and checkpoint steps (checked with jax.transfer_guard);
   * bad input fails before anything is created (`check_run`: config values, dataset,
@@ -35,6 +36,7 @@ from typing import Any
 import jax
 import ml_collections
 
+from fsjax.aei import init_from
 from fsjax.aei import train_lib
 from fsjax.data import build as build_lib
 from fsjax.data import input_pipeline
@@ -99,7 +101,7 @@ def check_run(config: ml_collections.ConfigDict, workdir: str, *,
     build_lib.check_dataset(config.dataset.name, config.dataset.data_dir or None,
                             config.dataset.manual_dir or None,
                             manual_flag='--config.dataset.manual_dir')
-  resolve.check(config)
+  init_from.check(config)  # resolve.check, or the encoder of config.init_from
   return workdir_lib.check(workdir)
 
 
@@ -167,6 +169,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
                jax.process_count(), jax.device_count(), jax.local_device_count(),
                global_batch, config.per_device_batch_size)
 
+  config = init_from.prepare(config, workdir)  # identity.checkpoint of a fine-tune
   identity = setup_identity(config, workdir)
   models = train_lib.build_models(config, identity.module)
   g_tx, d_tx = train_lib.make_optimizers(config)
@@ -180,7 +183,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
                                     keep_period=config.keep_period)
   state, start_step = loop.restore_or_init(
       ckpt, abstract_state(config, mesh, models, g_tx, d_tx), data_iter,
-      lambda: init_state(config, mesh, models, g_tx, d_tx))
+      lambda: init_from.initialize(config, init_state(config, mesh, models, g_tx, d_tx), mesh,
+                                   g_tx, d_tx))
 
   writer = metric_logging.MetricWriter(os.path.join(workdir, 'tensorboard'))
   if chief and start_step == 0:

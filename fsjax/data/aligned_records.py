@@ -24,7 +24,7 @@ _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 class CropOptions:
   """How faces are cut out (see AlignedFacesConfig for the meaning of each field)."""
   size: int = 256
-  alignment: str = 'ffhq'  # 'none' | 'ffhq' | 'arcface'
+  alignment: str = 'ffhq'  # 'none' | 'ffhq' | 'arcface' | 'ghost224'
   all_faces: bool = False
   min_face: int = 40
   max_pixels: int = 0  # 0: fsjax's cap for every command, image_io.pixel_cap()

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import grain
 import numpy as np
@@ -116,6 +116,23 @@ class InMemorySource:
     else:
       image = self._images[index]
     return {_IMAGE_KEY: image, _LABEL_KEY: self.labels[index]}
+
+
+class SubsetSource:
+  """Records `indices` of another random-access source, in that order (e.g. the hardest
+  examples HEAR-Net trains on); `labels` are the base source's labels of those records."""
+
+  def __init__(self, source, indices: Sequence[int], labels: np.ndarray | None = None):
+    self._source = source
+    self.indices = np.asarray(indices, np.int64)
+    base = read_labels(source) if labels is None else np.asarray(labels, np.int64)
+    self.labels = base[self.indices]
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return self._source[int(self.indices[int(index)])]
 
 
 def create_data_source(dataset_cfg, split: str | None = None, *, download: bool = False):
@@ -268,12 +285,13 @@ class _PairTransform(grain.transforms.RandomMap):
   """Record index -> {'source', 'target', 'same'} (one example of the pair batch)."""
 
   def __init__(self, source, index: _IdentityIndex, same_ratio: float, same_target: str,
-               augment: _Augment):
+               augment: _Augment, occlusion: Callable | None = None):
     self._source = source
     self._index = index
     self._same_ratio = float(same_ratio)
     self._same_target = same_target
     self._augment = augment
+    self._occlusion = occlusion
 
   def random_map(self, i, rng: np.random.Generator):
     i = int(i)
@@ -289,6 +307,8 @@ class _PairTransform(grain.transforms.RandomMap):
       x_t = x_s
     else:
       x_t = self._augment(self._source[j][_IMAGE_KEY], rng)
+    if self._occlusion is not None:
+      x_t = self._occlusion(x_t, rng)  # X_s stays clean; a same pair's X_t is its occluded copy
     labels = self._index.labels
     same = j == i or (labels[i] >= 0 and labels[i] == labels[j])
     return {'source': x_s, 'target': x_t, 'same': np.float32(same)}
@@ -367,7 +387,8 @@ def _check_image(data_source, image_size: int | None):
 def create_pair_iterator(config, data_source, *, seed: int, process_index: int | None = None,
                          process_count: int | None = None, batch_size: int | None = None,
                          num_epochs: int | None = None, num_workers: int | None = None,
-                         labels: np.ndarray | None = None) -> grain.DatasetIterator:
+                         labels: np.ndarray | None = None,
+                         occlusion: Callable | None = None) -> grain.DatasetIterator:
   """Returns an endless, checkpointable iterator of host-local AEI-Net pair batches.
 
   Each element is {'source': uint8 [B_local, S, S, 3] (X_s), 'target': uint8
@@ -399,6 +420,9 @@ def create_pair_iterator(config, data_source, *, seed: int, process_index: int |
       k = stop after k passes over the shard (last batch may be short).
     num_workers: overrides config.dataset.num_workers (0 = in this process).
     labels: int [N] labels (-1 unknown); default `read_labels(data_source)`.
+    occlusion: occlusion(uint8 [S, S, 3] X_t, np.random.Generator) -> uint8 [S, S, 3], applied
+      to every target after augmentation (HEAR-Net data: fsjax.data.occluders.occlude); the
+      pair's RNG makes it deterministic like the rest.
   Returns:
     A grain DatasetIterator with get_state()/set_state(); save it with Orbax via
     `checkpoint_save_args` / `checkpoint_restore_args`. Close it (`.close()`)
@@ -416,7 +440,7 @@ def create_pair_iterator(config, data_source, *, seed: int, process_index: int |
     raise ValueError(f"dataset.same_target must be 'other' or 'self', got {same_target!r}")
   transform = _PairTransform(
       data_source, _IdentityIndex(labels), same_ratio, same_target,
-      _Augment(bool(ds_cfg.flip), float(ds_cfg.color_jitter)))
+      _Augment(bool(ds_cfg.flip), float(ds_cfg.color_jitter)), occlusion)
   return _build(config, data_source, transform, seed=seed, process_index=process_index,
                 process_count=process_count, batch_size=batch_size or parallel.local_batch_size(
                     None, config.per_device_batch_size),

@@ -2,11 +2,13 @@
 
 A face is drawn from two independent parameter vectors:
 
-* identity (`IDENTITY_FIELDS`, `sample_identity`): face outline, jaw, skin tone, eyes, iris
-  colour, brows, nose, lips, hair colour/style/hairline, ears, beard and up to two marks;
-* attributes (`ATTRIBUTE_FIELDS`, `sample_attributes`): head yaw/pitch/roll, expression
-  (mouth open, smile, blink, gaze), lighting, background, clothes, scale/position jitter and an
-  optional occluder (glasses or a hand).
+* identity (`IDENTITY_FIELDS`, `sample_identity`): the inner face: face outline, jaw, skin
+  tone, eyes, iris colour, brows (shape and colour), nose, lips, ears, beard and up to two marks;
+* attributes (`ATTRIBUTE_FIELDS`, `sample_attributes`): everything FaceShifter keeps from the
+  target: head yaw/pitch/roll, expression (mouth open, smile, blink, gaze), lighting,
+  background, clothes, scale/position jitter, an optional occluder (glasses or a hand) and,
+  since dataset version 2.0.0, the scalp hair (colour, hairline, volume, length, parting) and
+  the neck width (`MOVED_TO_ATTRIBUTES_V2`).
 
 Facial features sit on an ellipsoidal head: pose rotates them in 3-D, so they shift, turn and
 foreshorten while the outline stays put (2.5-D). Every shape is a signed distance field turned
@@ -31,8 +33,8 @@ IDENTITY_FIELDS = (
     'brow_thickness', 'brow_angle', 'brow_height', 'brow_length', 'brow_arch',
     'nose_length', 'nose_width', 'nose_flare',
     'mouth_gap', 'lip_width', 'lip_upper', 'lip_lower', 'lip_r', 'lip_g', 'lip_b',
-    'hair_r', 'hair_g', 'hair_b', 'hairline', 'hair_volume', 'hair_length', 'hair_part',
-    'ear_size', 'neck_width', 'beard',
+    'brow_r', 'brow_g', 'brow_b',
+    'ear_size', 'beard',
     'mark1_x', 'mark1_y', 'mark1_size', 'mark2_x', 'mark2_y', 'mark2_size', 'mark2_angle',
 )
 
@@ -45,7 +47,14 @@ ATTRIBUTE_FIELDS = (
     'cloth_r', 'cloth_g', 'cloth_b',
     'scale', 'shift_x', 'shift_y',
     'occluder', 'occ_r', 'occ_g', 'occ_b', 'occ_x', 'occ_y', 'occ_size', 'occ_angle',
+    # Dataset 2.0.0: the hair and the neck belong to the target, as in FaceShifter / FF++,
+    # where only the inner face is swapped (appended, so the fields above keep their index).
+    'hair_r', 'hair_g', 'hair_b', 'hairline', 'hair_volume', 'hair_length', 'hair_part',
+    'neck_width',
 )
+# Fields that version 1.0.0 of the dataset drew with the identity (now attributes).
+MOVED_TO_ATTRIBUTES_V2 = ('hair_r', 'hair_g', 'hair_b', 'hairline', 'hair_volume',
+                          'hair_length', 'hair_part', 'neck_width')
 
 IDENTITY_DIM = len(IDENTITY_FIELDS)
 ATTRIBUTE_DIM = len(ATTRIBUTE_FIELDS)
@@ -136,18 +145,11 @@ def sample_identity(rng: np.random.Generator) -> np.ndarray:
   p['lip_lower'] = u(0.016, 0.055)
   lip = skin + u(0.25, 0.75) * (np.array((0.72, 0.25, 0.28), np.float32) - skin)
   p['lip_r'], p['lip_g'], p['lip_b'] = _jitter_colour(rng, lip * u(0.75, 1.0), 0.1)
-  if rng.uniform() < 0.1:  # dyed hair
-    hair = rng.uniform(0.05, 0.95, 3).astype(np.float32)
-  else:
-    hair = _HAIR_PALETTE[rng.integers(len(_HAIR_PALETTE))]
-  p['hair_r'], p['hair_g'], p['hair_b'] = _jitter_colour(rng, hair, 0.15)
-  bald = rng.uniform() < 0.12
-  p['hairline'] = u(-1.05, -0.85) if bald else u(-0.80, -0.30)
-  p['hair_volume'] = u(-0.12, 0.0) if bald else u(0.0, 0.28)
-  p['hair_length'] = 0.0 if bald else u(0.0, 1.0) ** 1.5
-  p['hair_part'] = u(-1.0, 1.0)
+  # Brows and beard (inner face) keep the identity's natural hair colour; the scalp hair
+  # itself is an attribute (of the target) since 2.0.0.
+  brow = _HAIR_PALETTE[rng.integers(len(_HAIR_PALETTE))]
+  p['brow_r'], p['brow_g'], p['brow_b'] = _jitter_colour(rng, brow, 0.15)
   p['ear_size'] = u(0.09, 0.15)
-  p['neck_width'] = u(0.17, 0.27)
   p['beard'] = u(0.3, 1.0) if rng.uniform() < 0.25 else 0.0
   has_mole = rng.uniform() < 0.7
   p['mark1_x'] = u(-0.38, 0.38)
@@ -206,6 +208,17 @@ def sample_attributes(rng: np.random.Generator) -> np.ndarray:
   p['occ_y'] = u(0.15, 0.6)
   p['occ_size'] = u(0.0, 1.0)
   p['occ_angle'] = u(-0.8, 0.8)
+  if rng.uniform() < 0.1:  # dyed hair
+    hair = rng.uniform(0.05, 0.95, 3).astype(np.float32)
+  else:
+    hair = _HAIR_PALETTE[rng.integers(len(_HAIR_PALETTE))]
+  p['hair_r'], p['hair_g'], p['hair_b'] = _jitter_colour(rng, hair, 0.15)
+  bald = rng.uniform() < 0.12
+  p['hairline'] = u(-1.05, -0.85) if bald else u(-0.80, -0.30)
+  p['hair_volume'] = u(-0.12, 0.0) if bald else u(0.0, 0.28)
+  p['hair_length'] = 0.0 if bald else u(0.0, 1.0) ** 1.5
+  p['hair_part'] = u(-1.0, 1.0)
+  p['neck_width'] = u(0.17, 0.27)
   return attributes_from_dict(p)
 
 
@@ -434,7 +447,8 @@ class _Scene:
     self.canvas = _Canvas(_background(self.ap, coords, size))
     self.head = _Head(self.ip, self.ap, size)
     self.skin = _rgb(self.ip, 'skin')
-    self.hair = _rgb(self.ip, 'hair')
+    self.hair = _rgb(self.ap, 'hair')  # scalp hair: the target's (attributes)
+    self.brow = _rgb(self.ip, 'brow')  # brows and beard: the identity's
     self.nose_tip_y = self.ip['eye_height'] + self.ip['nose_length']
     self.eye_centres = []
 
@@ -467,24 +481,24 @@ class _Scene:
     kk = outline.k * _col(np.minimum(wx, wy)) / _col(np.maximum(wx, wy))
 
     # Back hair (behind the head): crown + a hanging part for long hair.
-    vol = ip['hair_volume']
+    vol = ap['hair_volume']
     back_r = _col(1.0 + vol)
     d_back = np.maximum(np.sqrt(u_all ** 2 + (v_all + 0.04) ** 2) - back_r, v_all - 0.15)
-    hang = 0.25 + 1.7 * _col(ip['hair_length'])
+    hang = 0.25 + 1.7 * _col(ap['hair_length'])
     d_hang = np.maximum(np.abs(u_all) - back_r * 0.98,
                         np.abs(v_all - (hang - 0.2) * 0.5) - (hang + 0.2) * 0.5)
-    d_back = np.minimum(d_back, np.where(_col(ip['hair_length']) > 0.02, d_hang, 10.0))
+    d_back = np.minimum(d_back, np.where(_col(ap['hair_length']) > 0.02, d_hang, 10.0))
     back_alpha = _coverage(d_back, kk)
     canvas.paint(full, back_alpha, hair * 0.8)
 
     # Neck.
     neck_top, _ = head.project(0 * one, 0.55 * head.b, -0.35 * head.d)
     win = canvas.window(neck_top + np.stack([0 * one, 0.5 * one], -1),
-                        np.maximum(ip['neck_width'] * s, 0.55) + 0.05)
+                        np.maximum(ap['neck_width'] * s, 0.55) + 0.05)
     if win:
       f = _Frame(neck_top, np.eye(2, dtype=np.float32)[None] * s[:, None, None], self.size)
       u, v = f.local(canvas, win)
-      d = np.maximum(np.maximum(np.abs(u) - _col(ip['neck_width']), -v), v - 1.0 / _col(s))
+      d = np.maximum(np.maximum(np.abs(u) - _col(ap['neck_width']), -v), v - 1.0 / _col(s))
       canvas.paint(win, _coverage(d, f.k), skin * 0.78)
 
     # Ears, behind the face outline so only their outer part shows.
@@ -513,12 +527,12 @@ class _Scene:
       v_beard = _col((self.nose_tip_y + 0.03) / wy)
       beard_alpha = (np.clip((v_all - v_beard) * 8.0, 0.0, 1.0) * self.face_alpha *
                      np.clip((1.0 - np.abs(u_chin) / half_width) * 5.0, 0.0, 1.0))
-      canvas.paint(full, beard_alpha * _col(0.8 * ip['beard']), hair * 0.85)
+      canvas.paint(full, beard_alpha * _col(0.8 * ip['beard']), self.brow * 0.85)
 
     # Front hair: cap above a wavy hairline that moves with yaw.
     u_hair = u_all - 0.35 * _col(np.sin(yaw))
-    hairline = (_col(ip['hairline']) + 0.5 * u_hair ** 2 + 0.12 * _col(ip['hair_part']) * u_hair +
-                0.05 * np.sin(9.0 * u_hair + _col(3.0 * ip['hair_part'])))
+    hairline = (_col(ap['hairline']) + 0.5 * u_hair ** 2 + 0.12 * _col(ap['hair_part']) * u_hair +
+                0.05 * np.sin(9.0 * u_hair + _col(3.0 * ap['hair_part'])))
     d_cap = np.maximum(np.sqrt(u_all ** 2 + (v_all + 0.02) ** 2) - (1.0 + _col(vol) * 0.8),
                        v_all - hairline)
     self.hair_alpha = _coverage(d_cap, kk)
@@ -578,7 +592,7 @@ class _Scene:
       d = np.maximum(np.abs(vv) - thick, np.abs(u) - length)
       under_hair = self.hair_alpha[:, win[0]:win[1], win[2]:win[3]]
       canvas.paint(win, _coverage(d, f.k) * _col(vis) * (1.0 - 0.7 * under_hair),
-                   self.hair * 0.55 + 0.02)
+                   self.brow * 0.55 + 0.02)
 
   def draw_eyes(self):
     """Socket shade, sclera (almond), iris, pupil, catch-light, lid crease and lash line."""
@@ -774,6 +788,14 @@ def render_batch(identity: np.ndarray, attributes: np.ndarray, size: int,
   if return_face_mask:
     return out, scene.face_alpha.astype(np.float32)
   return out
+
+
+def inner_face_mask(identity: np.ndarray, attributes: np.ndarray, size: int) -> np.ndarray:
+  """Coverage [B, S, S] in [0, 1] of the inner face: the face outline minus the front hair
+  (the region a face swap changes; occluders drawn over it still count as inside)."""
+  scene = _Scene(np.asarray(identity, np.float32), np.asarray(attributes, np.float32), size)
+  scene.draw_head()
+  return (scene.face_alpha * (1.0 - scene.hair_alpha)).astype(np.float32)
 
 
 def render(identity: np.ndarray, attributes: np.ndarray, size: int) -> np.ndarray:

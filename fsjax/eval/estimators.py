@@ -25,6 +25,23 @@ REGRESSOR_KIND = 'pose_expression'
 RECOGNIZER_KIND = 'recognizer'
 
 
+def regressor_entry(config: ml_collections.ConfigDict, data_dir: str = '',
+                    cache_dir: str = '') -> tuple[str, dict]:
+  """(cache folder, dataset fingerprint) of the regressor of `config`."""
+  dataset = cache.fingerprint(config.dataset, data_dir)
+  return cache.entry(REGRESSOR_KIND, config.to_dict(), dataset, cache_dir), dataset
+
+
+def recognizer_entry(config: ml_collections.ConfigDict, data_dir: str = '',
+                     cache_dir: str = '') -> str:
+  """The cache folder of the recognizer of ArcFace config `config` (its checkpoint is
+  <folder>/identity)."""
+  key_config = config.to_dict()
+  key_config['dataset'] = dict(key_config['dataset'], data_dir='')  # the fingerprint covers it
+  dataset = cache.fingerprint(config.dataset.name, data_dir)
+  return cache.entry(RECOGNIZER_KIND, key_config, dataset, cache_dir)
+
+
 def attribute_estimator(config: ml_collections.ConfigDict, data_dir: str = '',
                         cache_dir: str = '', log: Log = print
                         ) -> regressor.AttributeEstimator:
@@ -37,8 +54,7 @@ def attribute_estimator(config: ml_collections.ConfigDict, data_dir: str = '',
     log: progress lines.
   """
   from fsjax.data import input_pipeline  # pylint: disable=g-import-not-at-top
-  dataset = cache.fingerprint(config.dataset, data_dir)
-  path = cache.entry(REGRESSOR_KIND, config.to_dict(), dataset, cache_dir)
+  path, dataset = regressor_entry(config, data_dir, cache_dir)
   if os.path.isfile(os.path.join(path, regressor.META_FILE)):
     return regressor.load(path)
   log(f'building the pose/expression estimator (once; cached in {path})')
@@ -75,10 +91,7 @@ def independent_recognizer(config: ml_collections.ConfigDict, data_dir: str = ''
   """
   from fsjax.identity import checkpoint  # pylint: disable=g-import-not-at-top
   from fsjax.identity import trainer  # pylint: disable=g-import-not-at-top
-  key_config = config.to_dict()
-  key_config['dataset'] = dict(key_config['dataset'], data_dir='')  # the fingerprint covers it
-  dataset = cache.fingerprint(config.dataset.name, data_dir)
-  path = cache.entry(RECOGNIZER_KIND, key_config, dataset, cache_dir)
+  path = recognizer_entry(config, data_dir, cache_dir)
   identity_dir = os.path.join(path, 'identity')
   if os.path.isfile(os.path.join(identity_dir, checkpoint.META_FILE)):
     return identity_dir

@@ -4,19 +4,21 @@
 `TrackedFace` (a detect.Face with its track and person numbers), landmarks smoothed over time:
 
 - Keyframes: every `detect_every` frames, at once when tracking loses confidence (the fit's
-  shape, a jump of the face, a face leaving the frame; see `VideoFaceTracker._fit_ok`) and on a
-  scene cut (`SceneCuts`). The detector sees a copy of the frame downscaled to
-  `detect_max_side`; the landmarks are then fitted at full resolution.
-- Between keyframes each face is followed by fitting dlib's 68-point shape predictor once in a
-  box placed from its previous landmarks (`box_from_landmarks`), moved by the face's velocity.
-  On keyframes a detection confirms a followed face (its tracked landmarks are kept, so
-  keyframes add no jump); an unconfirmed face ends after `max_unconfirmed` keyframes.
+  shape, a jump, a face leaving the frame or no longer looking like itself; see
+  `VideoFaceTracker._fit_ok`) and on a scene cut (`SceneCuts`). The detector sees a copy of
+  the frame downscaled to `detect_max_side`; the landmarks are then fitted at full resolution.
+- Between keyframes each face is followed by fitting dlib's 68-point shape predictor in a box
+  placed from its previous landmarks (`box_from_landmarks`), moved by the face's velocity
+  (two fits a pixel apart, averaged). On keyframes a detection confirms a followed face (its
+  tracked landmarks are kept, so keyframes add no jump); an unconfirmed face ends after
+  `max_unconfirmed` keyframes.
 - Persons are numbered in order of first appearance, largest first within a frame. With
   `reidentify`, a new track takes the number of a person out of view whose dlib face
   descriptor matches (recognize.DlibRecognizer), so a face that leaves, or a scene cut, does
   not renumber anyone.
-- Landmarks are smoothed per track with a One-Euro filter in units of the face size
-  (`OneEuroFilter`); the raw fits drive the tracking, so smoothing adds no tracking lag.
+- Landmarks are smoothed per track with One-Euro filters in units of the face size
+  (`OneEuroFilter`): the centre follows motion closely, the shape about it is smoothed
+  strongly; the raw fits drive the tracking, so smoothing adds no tracking lag.
 
 `FaceTracker` is the older per-frame association (box IoU + smoothing) of detections made
 elsewhere, kept for `Swapper.swap_frames(tracker=...)`.
@@ -76,12 +78,18 @@ class OneEuroFilter:
     return self._x
 
 
-def _smooth(filt: OneEuroFilter, lm68: np.ndarray, scale: float, dt: float
-            ) -> tuple[np.ndarray, np.ndarray]:
-  """(landmarks68, landmarks5) float32 after the filter; the 5 points filtered with the 68."""
+def _smooth(centre_filter: OneEuroFilter, shape_filter: OneEuroFilter, lm68: np.ndarray,
+            unit: float, dt: float) -> tuple[np.ndarray, np.ndarray]:
+  """(landmarks68, landmarks5) float32, filtered as a moving centre plus a shape about it.
+
+  The centre (the mean of 68 fits, so far less noisy than any one point) gets a filter that
+  follows motion closely; the shape keeps the strong smoothing. One filter over the raw points
+  would trail a moving face by many pixels (docs/swap.md "Video": lag and jitter).
+  """
   points = np.concatenate([np.asarray(lm68, np.float64),
                            detect_lib.landmarks5_from_68(lm68).astype(np.float64)], axis=0)
-  out = filt(points / scale, dt) * scale
+  centre = points[:68].mean(axis=0)
+  out = (centre_filter(centre / unit, dt) + shape_filter((points - centre) / unit, dt)) * unit
   return out[:68].astype(np.float32), out[68:].astype(np.float32)
 
 
@@ -197,6 +205,38 @@ def shape_error(lm68: np.ndarray, reference: np.ndarray) -> float:
   return float(np.sqrt((np.abs(z * za - zb) ** 2).mean()) / (norm_b / np.sqrt(len(b))))
 
 
+def face_patch(frame: np.ndarray, lm68: np.ndarray, size: int = 24) -> np.ndarray:
+  """float32 [size, size] grey patch of the face, upright and scaled by its landmarks.
+
+  It spans 3.2 RMS radii about the landmarks' centre (brows to chin, cheek to cheek). The
+  region is area-averaged first, so pixel noise does not alias into the small patch.
+  """
+  centre, scale, roll = landmark_frame(lm68)
+  half = 0.75 * 3.2 * scale  # covers the rotated square
+  height, width = frame.shape[:2]
+  x0, y0 = max(0, int(centre[0] - half)), max(0, int(centre[1] - half))
+  x1 = min(width, int(np.ceil(centre[0] + half)))
+  y1 = min(height, int(np.ceil(centre[1] + half)))
+  if x1 - x0 < 2 or y1 - y0 < 2:
+    return np.zeros((size, size), np.float32)
+  k = min(1.0, 3 * size / (2 * half))
+  region = cv2.resize(frame[y0:y1, x0:x1], None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+  local = ((centre[0] - x0) * k, (centre[1] - y0) * k)
+  m = cv2.getRotationMatrix2D(local, float(roll), size / (3.2 * scale * k))
+  m[:, 2] += np.array([size / 2, size / 2]) - local
+  patch = cv2.warpAffine(region, m, (size, size), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+  return patch.astype(np.float32).mean(axis=-1)
+
+
+def patch_similarity(a: np.ndarray, b: np.ndarray) -> float:
+  """Normalised cross-correlation of two patches, in [-1, 1] (0 for a flat patch)."""
+  a = a - a.mean()
+  b = b - b.mean()
+  norm = float(np.sqrt((a * a).sum() * (b * b).sum()))
+  return float((a * b).sum() / norm) if norm > 1e-6 else 0.0
+
+
 class SceneCuts:
   """Flags scene cuts: mean absolute difference of small grey thumbnails of consecutive frames."""
 
@@ -239,11 +279,13 @@ class _Track:
   person: int
   raw: np.ndarray  # float64 [68, 2], the last fit (unsmoothed; it places the next box)
   reference: np.ndarray  # the fit at the last confirmation, for the shape check
+  patch: Optional[np.ndarray]  # `face_patch` at the last confirmation, for the appearance check
   velocity: np.ndarray  # landmark centre motion, pixels per frame
   scale: float  # box diagonal at birth: the filter's unit
   score: float
   detector: str
-  filter: OneEuroFilter
+  centre_filter: OneEuroFilter  # the landmarks' mean
+  shape_filter: OneEuroFilter  # the landmarks about their mean
   last_frame: int
   misses: int = 0  # keyframes in a row without a matching detection
   fit: Optional[np.ndarray] = None  # this frame's fit, before it is accepted
@@ -269,11 +311,12 @@ class VideoFaceTracker:
   def __init__(self, detector: Any, fps: float, *, detect_every: int = 10,
                detect_max_side: int = 640, max_shape_error: float = 0.15,
                max_jump: float = 0.6, max_scale_change: float = 0.25,
+               min_similarity: float = 0.5,
                box_hysteresis: float = 0.03, settle_fits: int = 3, fits: int = 2,
                max_unconfirmed: int = 2, min_iou: float = 0.3,
                scene_cut: Optional[float] = 40.0, cnn_fallback_every: Optional[int] = None,
                reidentify: bool = False, recognizer: Any = None, same_person: float = 0.92,
-               min_cutoff: float = 1.0, beta: float = 4.0):
+               min_cutoff: float = 1.0, beta: float = 4.0, centre_beta: float = 40.0):
     """Configures the tracker.
 
     Args:
@@ -286,13 +329,16 @@ class VideoFaceTracker:
         this (units of the face size) loses confidence.
       max_jump: so does a fit whose centre lands further than this (face sizes) from where
         the face's velocity put it...
-      max_scale_change: ...or whose size changes by more than this fraction in one frame.
+      max_scale_change: ...or whose size changes by more than this fraction in one frame...
+      min_similarity: ...or whose `face_patch` correlates less than this with the one at the
+        track's last confirmation (the face has gone or is covered).
       box_hysteresis: a followed face keeps its box while the next one would move by at most
         this fraction of its side (see `_fit`).
       settle_fits: a detection is fitted up to this many times at full resolution, until
         its box stays within the hysteresis.
       fits: landmark fits averaged per face and frame, in boxes a pixel apart (1 to 4).
-      max_unconfirmed: a followed face that this many keyframes in a row do not detect ends.
+      max_unconfirmed: a followed face ends when more than this many keyframes in a row do
+        not detect it.
       min_iou: least box IoU between a detection and a track to match them.
       scene_cut: `SceneCuts` threshold (None: no cut detection); a cut ends every track.
       cnn_fallback_every: the detector's CNN search of a keyframe where HOG finds no face
@@ -301,7 +347,8 @@ class VideoFaceTracker:
       recognizer: fsjax.faces.recognize.DlibRecognizer (default: made when needed).
       same_person: least cosine of the normalised dlib descriptors for the same person
         (same-person pairs of the test photos >= 0.936, different <= 0.894).
-      min_cutoff, beta: `OneEuroFilter` constants (landmarks in units of the face size).
+      min_cutoff, beta: `OneEuroFilter` constants of the landmarks about their centre, in
+        units of the face size (FaceTracker's); centre_beta: the centre's speed coefficient.
     """
     self.detector = detector
     self.fps = float(fps)
@@ -310,6 +357,7 @@ class VideoFaceTracker:
     self.max_shape_error = max_shape_error
     self.max_jump = max_jump
     self.max_scale_change = max_scale_change
+    self.min_similarity = min_similarity
     self.box_hysteresis = box_hysteresis
     self.settle_fits = max(1, int(settle_fits))
     self.fits = min(max(1, int(fits)), len(_FIT_OFFSETS))
@@ -323,6 +371,7 @@ class VideoFaceTracker:
     self.same_person = same_person
     self.min_cutoff = min_cutoff
     self.beta = beta
+    self.centre_beta = centre_beta
     self.frame = -1
     self.tracks: list[_Track] = []
     self.persons: list[_Person] = []
@@ -363,18 +412,23 @@ class VideoFaceTracker:
             for dx, dy in _FIT_OFFSETS[:self.fits]]
     return np.mean(np.asarray(fits, np.float64), axis=0)
 
-  def _fit_ok(self, track: _Track, fit: np.ndarray, shape: Sequence[int]) -> bool:
-    """Whether a tracked fit is trusted: plausible shape, no jump, still in the frame."""
+  def _fit_ok(self, track: _Track, fit: np.ndarray, frame: np.ndarray) -> bool:
+    """Whether a tracked fit is trusted: plausible shape, no jump, in the frame, same face.
+
+    The predictor always returns a face-like shape, also where the face has gone, so the
+    last test compares what the fit frames with the face at its last confirmation.
+    """
     if not np.isfinite(fit).all():
       return False
-    height, width = shape[:2]
+    height, width = frame.shape[:2]
     centre, scale, _ = landmark_frame(fit)
     before, before_scale, _ = landmark_frame(track.raw)
     expected = before + track.velocity
-    return (shape_error(fit, track.reference) <= self.max_shape_error
-            and np.hypot(*(centre - expected)) <= self.max_jump * before_scale
-            and abs(scale / before_scale - 1.0) <= self.max_scale_change
-            and 0 <= centre[0] < width and 0 <= centre[1] < height)
+    return bool(shape_error(fit, track.reference) <= self.max_shape_error
+                and np.hypot(*(centre - expected)) <= self.max_jump * before_scale
+                and abs(scale / before_scale - 1.0) <= self.max_scale_change
+                and 0 <= centre[0] < width and 0 <= centre[1] < height
+                and patch_similarity(face_patch(frame, fit), track.patch) >= self.min_similarity)
 
   def _detect(self, frame: np.ndarray) -> list[tuple[detect_lib.Face, tuple, float]]:
     """(face, box, roll) of each detection, the landmarks fitted at full resolution in `box`."""
@@ -397,8 +451,10 @@ class VideoFaceTracker:
       lm = np.asarray(face.landmarks68, np.float64) / scale
       # Fit again until the box the landmarks place stays put: tracking then starts from its
       # steady state instead of settling over the first frames (jitter).
-      settle = _Track(id=-1, person=-1, raw=lm, reference=lm, velocity=np.zeros(2), scale=1.0,
-                      score=0.0, detector='', filter=None, last_frame=self.frame)
+      settle = _Track(id=-1, person=-1, raw=lm, reference=lm, patch=None,
+                      velocity=np.zeros(2), scale=1.0,
+                      score=0.0, detector='', centre_filter=None, shape_filter=None,
+                      last_frame=self.frame)
       for _ in range(self.settle_fits):
         previous = settle.box
         lm = self._fit(frame, lm, track=settle)
@@ -444,7 +500,7 @@ class VideoFaceTracker:
                 or self.frame - self._last_keyframe >= self.detect_every)
     for track in self.tracks:
       track.fit = self._fit(frame, track.raw, track.velocity, track)
-      track.confirmed = track.followed = self._fit_ok(track, track.fit, frame.shape)
+      track.confirmed = track.followed = self._fit_ok(track, track.fit, frame)
       if not track.confirmed:
         self.counts['lost'] += 1
         keyframe = True
@@ -462,7 +518,8 @@ class VideoFaceTracker:
       else:  # new, or found again by the detector
         track.velocity = np.zeros(2)
       track.raw, track.fit = track.fit, None
-      lm68, lm5 = _smooth(track.filter, track.raw, track.scale, max(1, steps) / self.fps)
+      lm68, lm5 = _smooth(track.centre_filter, track.shape_filter, track.raw, track.scale,
+                          max(1, steps) / self.fps)
       track.last_frame = self.frame
       out.append(TrackedFace(box=box_from_landmarks(track.raw)[0], landmarks68=lm68,
                              landmarks5=lm5, score=track.score, detector=track.detector,
@@ -498,7 +555,7 @@ class VideoFaceTracker:
           track.fit = np.asarray(detection.landmarks68, np.float64)
           track.followed = False
           _, track.box, track.roll = found[i]
-        track.reference = track.fit
+        track.reference, track.patch = track.fit, face_patch(frame, track.fit)
         track.misses, track.score, track.detector = 0, detection.score, detection.detector
         track.confirmed, track.detected = True, self.frame
         kept.append(track)
@@ -519,6 +576,8 @@ class VideoFaceTracker:
       scale = float(np.sqrt(2.0) * BOX_SIDE * landmark_frame(lm)[1])
       self.tracks.append(_Track(
           id=track_id, person=self._new_person(frame, face, track_id), raw=lm, reference=lm,
+          patch=face_patch(frame, lm),
           velocity=np.zeros(2), scale=scale, score=face.score, detector=face.detector,
-          filter=OneEuroFilter(self.min_cutoff, self.beta), last_frame=self.frame, fit=lm,
+          centre_filter=OneEuroFilter(self.min_cutoff, self.centre_beta),
+          shape_filter=OneEuroFilter(self.min_cutoff, self.beta), last_frame=self.frame, fit=lm,
           confirmed=True, detected=self.frame, box=box, roll=roll))

@@ -17,7 +17,7 @@ class AEINet(nn.Module):
   Attributes mirror config.model (see configs/default.py): attr_channels, gen_channels,
   id_dim (only documents the expected z_id size; Dense layers take any), aad_norm,
   aad_att_kernel, aad_mask_channels, conv_bias, dtype (name or jnp dtype), remat,
-  aad_merge_attr_convs, aad_num_blocks;
+  aad_merge_attr_convs, aad_num_blocks, attr_full_res_channels;
   axis_name: BatchNorm statistics axis (e.g. 'data' inside shard_map), None = local.
   """
   attr_channels: Sequence[int] = (32, 64, 128, 256, 512, 1024, 1024)
@@ -31,6 +31,7 @@ class AEINet(nn.Module):
   remat: bool = False
   aad_merge_attr_convs: bool = False
   aad_num_blocks: int = 2
+  attr_full_res_channels: int = 0
   axis_name: str | None = None
 
   def setup(self):
@@ -39,7 +40,8 @@ class AEINet(nn.Module):
                        f'{len(self.attr_channels) + 1} entries, got {len(self.gen_channels)}')
     dtype = layers.get_dtype(self.dtype)
     self.encoder = attributes.AttributeEncoder(
-        channels=tuple(self.attr_channels), dtype=dtype, axis_name=self.axis_name)
+        channels=tuple(self.attr_channels), full_res_channels=self.attr_full_res_channels,
+        dtype=dtype, axis_name=self.axis_name)
     self.generator = aad.AADGenerator(
         channels=tuple(self.gen_channels), conv_bias=self.conv_bias, norm=self.aad_norm,
         att_kernel=self.aad_att_kernel, mask_channels=self.aad_mask_channels, dtype=dtype,
@@ -81,4 +83,5 @@ def from_config(model_config: ml_collections.ConfigDict, axis_name: str | None =
       remat=model_config.remat,
       aad_merge_attr_convs=bool(model_config.aad_merge_attr_convs),
       aad_num_blocks=model_config.aad_num_blocks,
+      attr_full_res_channels=int(model_config.attr_full_res_channels),
       axis_name=axis_name)

@@ -22,13 +22,13 @@ from fsjax.models import layers
 Dtype = Any
 
 
-def attribute_channels(channels: Sequence[int]) -> tuple[int, ...]:
+def attribute_channels(channels: Sequence[int], full_res_channels: int = 0) -> tuple[int, ...]:
   """Channel count of every z_att level (z1 first) for the encoder widths `channels`."""
   channels = tuple(channels)
   out = [channels[-1]]
   for c in reversed(channels[:-1]):
     out.append(2 * c)
-  out.append(out[-1])  # bilinear x2 of the previous level
+  out.append(out[-1] + full_res_channels)  # bilinear x2 of the previous level (++ full res)
   return tuple(out)
 
 
@@ -40,8 +40,13 @@ class AttributeEncoder(nn.Module):
       must be divisible by 2**len(channels).
     dtype: compute dtype (parameters stay float32).
     axis_name: mapped axis name over which BatchNorm averages its statistics (None: local).
+    full_res_channels: 0 (the paper): the last level is only the bilinear x2 of the one
+      before, so no attribute is read at full resolution; > 0: that many channels of
+      [Conv 3x3 of the input -> BN -> LReLU(0.1)] are concatenated to it (an fsjax option,
+      config.model.attr_full_res_channels; at 64 px the paper's last level holds 32 px detail).
   """
   channels: Sequence[int] = (32, 64, 128, 256, 512, 1024, 1024)
+  full_res_channels: int = 0
   dtype: Dtype = jnp.float32
   axis_name: str | None = None
 
@@ -77,5 +82,12 @@ class AttributeEncoder(nn.Module):
       h = nn.leaky_relu(h, 0.1)
       h = jnp.concatenate([h, downs[-2 - j]], axis=-1)
       z.append(h)
-    z.append(layers.upsample2x(h))
+    top = layers.upsample2x(h)
+    if self.full_res_channels:
+      f = cpu_conv.Conv(self.full_res_channels, (3, 3), padding=((1, 1), (1, 1)),
+                        use_bias=False, kernel_init=layers.conv_init, dtype=self.dtype,
+                        name='full_res_conv')(x)
+      f = layers.batch_norm(train, self.axis_name, self.dtype, 'full_res_bn')(f)
+      top = jnp.concatenate([top, nn.leaky_relu(f, 0.1)], axis=-1)
+    z.append(top)
     return tuple(z)

@@ -77,7 +77,8 @@ def _plain(tree: Any) -> dict:
 
 # config.model fields added after format-1 exports were first written, with the value those
 # exports were trained with (the model reads every field directly).
-_MODEL_FIELDS_ADDED = {'aad_merge_attr_convs': False, 'aad_num_blocks': 2, 'id_normalize': True}
+_MODEL_FIELDS_ADDED = {'aad_merge_attr_convs': False, 'aad_num_blocks': 2, 'id_normalize': True,
+                       'attr_full_res_channels': 0}
 
 
 def model_config(meta: dict) -> ml_collections.ConfigDict:

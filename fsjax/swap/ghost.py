@@ -47,7 +47,10 @@ def ghost_meta(layout: convert.GeneratorLayout, identity_meta: dict, *,
                source: Optional[dict] = None) -> dict:
   """swapper.json of a converted GHOST generator (module docstring)."""
   config = {'image_size': layout.image_size, 'model': model_fields(layout),
-            'dataset': {'alignment': 'ghost224'}, 'identity': {'crop_mode': 'resize'}}
+            # GHOST trained on VGGFace2 (its own crops): `fsjax eval` asks for a real-face
+            # protocol rather than running the synthetic one.
+            'dataset': {'alignment': 'ghost224', 'name': 'ghost/vggface2'},
+            'identity': {'crop_mode': 'resize'}}
   meta = export.make_meta(ml_collections.ConfigDict(config), identity_meta, source=source)
   if discriminator is not None:
     meta['discriminator'] = discriminator.discriminator_fields()
@@ -62,8 +65,6 @@ def _identity(identity: str, verify: bool, log: Callable[[str], None]) -> tuple[
     except (OSError, ValueError) as e:
       raise ConversionError(f'--identity {identity}: {e}') from e
     return variables, {k: v for k, v in meta.items() if k != 'path'}
-  if not os.path.isfile(identity):
-    raise ConversionError(f'--identity {identity}: no such file or identity directory')
   # The convert-arcface code path, into a scratch folder that is removed afterwards.
   with tempfile.TemporaryDirectory(prefix='fsjax-ghost-identity-') as tmp:
     meta = arcface_convert.convert(
@@ -102,8 +103,11 @@ def convert_ghost(generator_path: str, output_dir: str, identity: str, *,
   inputs = [p for p in (generator_path, identity, discriminator_path) if p]
   out = paths.check_output_dir(output_dir, inputs, marker=export.META_FILE, kind='export',
                                overwrite=overwrite)
-  if not os.path.isfile(generator_path):
-    raise ConversionError(f'{generator_path}: no such file')
+  for flag, path in (('', generator_path), ('--discriminator ', discriminator_path)):
+    if path and not os.path.isfile(path):
+      raise ConversionError(f'{flag}{path}: no such file')
+  if not os.path.exists(identity):
+    raise ConversionError(f'--identity {identity}: no such file or identity directory')
   sd = convert.load_state_dict_file(generator_path)
   layout = convert.detect_layout(sd)
   variables = convert.generator_to_flax(sd, layout)
@@ -111,8 +115,6 @@ def convert_ghost(generator_path: str, output_dir: str, identity: str, *,
       f'AAD ResBlk, {layout.image_size} px, {layout.id_dim}-d z_id')
   d_layout = d_variables = None
   if discriminator_path:
-    if not os.path.isfile(discriminator_path):
-      raise ConversionError(f'{discriminator_path}: no such file')
     d_sd = convert.load_state_dict_file(discriminator_path)
     d_layout = convert.detect_discriminator_layout(d_sd)
     d_variables = {k: v for k, v in convert.discriminator_to_flax(d_sd, d_layout).items() if v}

@@ -339,7 +339,8 @@ class Swapper:
 
   def paste_face(self, frame: np.ndarray, face: Any, crop: np.ndarray, swapped: np.ndarray,
                  matrix: np.ndarray, mask_blur: float, mask_erosion: float,
-                 frame_mask: Optional[np.ndarray] = None) -> np.ndarray:
+                 frame_mask: Optional[np.ndarray] = None,
+                 out: Optional[np.ndarray] = None) -> np.ndarray:
     """One face back into its frame: landmark mask, colour match toward the target crop, paste.
 
     Args:
@@ -347,6 +348,7 @@ class Swapper:
       crop: uint8 [S, S, 3], the aligned target; swapped: [S, S, 3] in [0, 255], the model's.
       matrix: [2, 3] frame -> crop; mask_blur, mask_erosion: fractions of the face size.
       frame_mask: optional float32 [H, W], max-combined with the warped mask in place.
+      out: written instead of a copy of the frame (may be `frame`: pasted in place).
 
     Returns:
       uint8 [H, W, 3].
@@ -354,7 +356,7 @@ class Swapper:
     landmarks = align.transform_points(matrix, face.landmarks68)
     mask = blend.face_mask(landmarks, self.image_size, erosion=mask_erosion, blur=mask_blur)
     corrected = blend.match_color(swapped, crop, mask, self.color_correction)
-    return blend.paste(frame, corrected, mask, matrix, frame_mask=frame_mask)
+    return blend.paste(frame, corrected, mask, matrix, frame_mask=frame_mask, out=out)
 
   def _swap_faces(self, frames: Sequence[np.ndarray], faces_per_frame: Sequence[list],
                   z_id: np.ndarray, mask_blur: float, mask_erosion: float):

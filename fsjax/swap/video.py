@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import os
 import queue
+import re
 import signal
 import struct
 import subprocess
@@ -199,7 +200,8 @@ class FrameReader:
   def describe(self) -> str:
     """'decoding stopped after N of M frames ...' for a partial video."""
     about = '' if self.exact else 'about '
-    last = self.errors[-1] if self.errors else ''
+    lines = [re.sub(r'^(\[[^\]]*\]\s*)+', '', line) for line in self.errors]
+    last = next((line for line in lines if 'partial file' in line), lines[0] if lines else '')
     return (f'decoding {self.info.path} stopped after {self.frames} of the {about}'
             f'{self.announced} frames the container announces (a truncated or damaged file?'
             f'{" ffmpeg: " + last if last else ""})')
@@ -270,18 +272,23 @@ class VideoWriter:
     self.audio_from = audio_from
     self.frames = 0
     folder = os.path.dirname(os.path.abspath(path))
-    fd, self._video_tmp = tempfile.mkstemp(prefix='.fsjax-', suffix='.video.mp4', dir=folder)
-    os.close(fd)
-    fd, self._out_tmp = tempfile.mkstemp(prefix='.fsjax-', suffix='.mp4', dir=folder)
-    os.close(fd)
-    # Odd sizes cannot be 4:2:0 subsampled; keep the exact size with 4:4:4 then.
-    pix_fmt = 'yuv420p' if width % 2 == 0 and height % 2 == 0 else 'yuv444p'
-    self._writer = imageio_ffmpeg.write_frames(
-        self._video_tmp, (width, height), fps=fps, codec='libx264', quality=None,
-        pix_fmt_out=pix_fmt, macro_block_size=1, ffmpeg_log_level='error',
-        output_params=['-crf', str(crf), '-preset', preset])
-    with _spawning_ffmpeg():
-      self._writer.send(None)
+    self._video_tmp = self._out_tmp = self._writer = None
+    try:
+      fd, self._video_tmp = tempfile.mkstemp(prefix='.fsjax-', suffix='.video.mp4', dir=folder)
+      os.close(fd)
+      fd, self._out_tmp = tempfile.mkstemp(prefix='.fsjax-', suffix='.mp4', dir=folder)
+      os.close(fd)
+      # Odd sizes cannot be 4:2:0 subsampled; keep the exact size with 4:4:4 then.
+      pix_fmt = 'yuv420p' if width % 2 == 0 and height % 2 == 0 else 'yuv444p'
+      self._writer = imageio_ffmpeg.write_frames(
+          self._video_tmp, (width, height), fps=fps, codec='libx264', quality=None,
+          pix_fmt_out=pix_fmt, macro_block_size=1, ffmpeg_log_level='error',
+          output_params=['-crf', str(crf), '-preset', preset])
+      with _spawning_ffmpeg():
+        self._writer.send(None)
+    except BaseException:  # a signal or a failed start: no temporary file stays behind
+      self.abort()
+      raise
 
   def write(self, frames: np.ndarray) -> None:
     """Appends uint8 [B, H, W, 3] (or one [H, W, 3]) frames."""
@@ -291,7 +298,7 @@ class VideoWriter:
     if frames.shape[1:] != (self.height, self.width, 3):
       raise VideoError(f'frame shape {frames.shape[1:]} != {(self.height, self.width, 3)}')
     for frame in frames:
-      self._writer.send(np.ascontiguousarray(frame).tobytes())
+      self._writer.send(np.ascontiguousarray(frame))  # any buffer; no bytes copy
       self.frames += 1
 
   def _mux(self) -> None:
@@ -314,7 +321,7 @@ class VideoWriter:
 
   def _cleanup(self) -> None:
     for tmp in (self._video_tmp, self._out_tmp):
-      if os.path.exists(tmp):
+      if tmp and os.path.exists(tmp):
         os.remove(tmp)
 
   def close(self) -> None:
@@ -329,7 +336,8 @@ class VideoWriter:
   def abort(self) -> None:
     """Stops encoding and removes the temporary files; `path` is not touched."""
     try:
-      self._writer.close()
+      if self._writer is not None:
+        self._writer.close()
     except Exception:  # pylint: disable=broad-except
       pass
     self._cleanup()
@@ -379,25 +387,44 @@ class Progress:
       self.stream.flush()
 
 
-@contextlib.contextmanager
-def terminate_raises():
-  """While active (main thread only), SIGTERM raises SystemExit(143) instead of killing.
+class Termination:
+  """SIGTERM as a request: `check()` raises SystemExit(143) once the signal has come.
 
-  The exception unwinds like Ctrl-C's KeyboardInterrupt: `VideoWriter` removes its
-  temporary files and the output is not touched.
+  The swap checks between frames, so the exception unwinds like Ctrl-C's KeyboardInterrupt:
+  `VideoWriter` removes its temporary files and the output is not touched. (A handler that
+  raised at once could land where Python ignores exceptions, e.g. in an at-fork hook while
+  ffmpeg starts.)
   """
+
+  def __init__(self):
+    self.signum = None
+
+  def check(self) -> None:
+    if self.signum is not None:
+      raise SystemExit(128 + self.signum)
+
+
+@contextlib.contextmanager
+def sigterm_requests():
+  """Yields a Termination that SIGTERM sets while the block runs (main thread only).
+
+  A SIGTERM that came too late to be checked (the output already complete) still ends the
+  process when the block exits.
+  """
+  termination = Termination()
   if threading.current_thread() is not threading.main_thread():
-    yield
+    yield termination
     return
 
   def handler(signum, unused_frame):
-    raise SystemExit(128 + signum)
+    termination.signum = signum
 
   previous = signal.signal(signal.SIGTERM, handler)
   try:
-    yield
+    yield termination
   finally:
     signal.signal(signal.SIGTERM, previous)
+  termination.check()
 
 
 class _Stopped(Exception):
@@ -414,16 +441,20 @@ class _Pipeline:
   stage may batch (take several items before giving any).
   """
 
-  def __init__(self):
+  def __init__(self, check=None):
+    """check: called while the main thread waits (it may raise, e.g. Termination.check)."""
     self._stop = threading.Event()
     self._errors: list[BaseException] = []
     self._threads: list[threading.Thread] = []
+    self._check = check
 
   def _wait(self):
     if self._errors:
       raise self._errors[0]
     if self._stop.is_set():
       raise _Stopped()
+    if self._check is not None and threading.current_thread() is threading.main_thread():
+      self._check()
 
   def items(self, source: queue.Queue) -> Iterator[Any]:
     """The items of a queue until its end; raises a stage's error when one failed."""
@@ -610,7 +641,7 @@ def swap_video(swapper, source: Any, target_path: str, output_path: str, *,
         image = frame.image
         for face, crop, out, matrix in zip(frame.faces, frame.crops, frame.swapped,
                                            frame.matrices):
-          image = swapper.paste_face(image, face, crop, out, matrix, blur, erosion)
+          image = swapper.paste_face(image, face, crop, out, matrix, blur, erosion, out=image)
         frame.image = image
         frame.crops = frame.swapped = None
         seconds['paste'] += time.perf_counter() - start
@@ -618,10 +649,11 @@ def swap_video(swapper, source: Any, target_path: str, output_path: str, *,
 
   bar = Progress(info.estimated_frames, enabled=progress)
   start = time.perf_counter()
-  pipeline = _Pipeline()
+  pipeline = None
   try:
-    with terminate_raises(), VideoWriter(output_path, info.width, info.height, info.fps,
-                                         audio_from=target_path) as writer:
+    with sigterm_requests() as termination, VideoWriter(
+        output_path, info.width, info.height, info.fps, audio_from=target_path) as writer:
+      pipeline = _Pipeline(check=termination.check)
       decoded = pipeline.stage('decode', decode, None, depth)
       with_faces = pipeline.stage('faces', find_faces, decoded, depth)
       swapped = pipeline.stage('model', model, with_faces, max(depth, batch_size))
@@ -635,6 +667,7 @@ def swap_video(swapper, source: Any, target_path: str, output_path: str, *,
         stats['frames_without_face'] += not frame.faces
         stats['faces_swapped'] += len(frame.faces)
         bar.update(1)
+      termination.check()
       if reader.partial and not allow_partial:
         raise VideoError(reader.describe() + '; pass --allow_partial to write the '
                          f'{reader.frames} decoded frames')
@@ -648,7 +681,8 @@ def swap_video(swapper, source: Any, target_path: str, output_path: str, *,
             f'face index {faces} out of range: no face found in the video')
   finally:
     reader.kill()
-    pipeline.close()
+    if pipeline is not None:
+      pipeline.close()
   bar.finish()
   seconds['detect'] = tracker.seconds['detect']
   seconds['track'] = tracker.seconds['track']

@@ -243,9 +243,10 @@ def finished_steps(workdir: str, subdir: str = 'checkpoints') -> list[int]:
   directory = epath.Path(os.path.abspath(workdir)) / subdir
   if not directory.is_dir():
     return []
-  options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-  with quiet_failed_reads(), ocp.CheckpointManager(directory, options=options) as manager:
-    return sorted(manager.all_steps())
+  with quiet_failed_reads():  # (Orbax also warns that read_only changes save_interval_steps)
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    with ocp.CheckpointManager(directory, options=options) as manager:
+      return sorted(manager.all_steps())
 
 
 def restore_items(workdir: str, step: int, keys: tuple[str, ...],

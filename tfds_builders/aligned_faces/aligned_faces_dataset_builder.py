@@ -43,7 +43,7 @@ _CHUNK = 32  # files per worker task
 
 _INSTRUCTIONS = """\
 Put your images under --manual_dir (or under --manual_dir/<config name>/, so one manual dir
-can hold several configs; folder_all_faces reads folder/). Any image format Pillow reads is
+can hold several configs; folder_all_faces and folder_ghost224 read folder/). Any image format Pillow reads is
 accepted; sub-folders are walked recursively; bad files are skipped and counted (see
 build_report.json).
 
@@ -55,7 +55,7 @@ celeba_hq:  the CelebA-HQ images (e.g. CelebAMask-HQ/CelebA-HQ-img/0.jpg ... 299
             identity_CelebA.txt in the same folder; else label = -1.
 vggface2:   the VGGFace2 tree: train/<identity>/*.jpg and test/<identity>/*.jpg
             (https://github.com/ox-vgg/vgg_face2). Split per top folder.
-folder, folder_all_faces:
+folder, folder_all_faces, folder_ghost224:
             your photos; sub-folders name identities (photos directly in the folder get
             label -1). Optional train/ and test/ top folders become splits.
 arcface112: an identity-per-sub-folder tree (e.g. a VGGFace2 or your own), aligned to the
@@ -69,7 +69,7 @@ class AlignedFacesConfig(tfds.core.BuilderConfig):
 
   Attributes:
     size: output side in pixels.
-    alignment: 'none' (already aligned: validate + resize), 'ffhq' or 'arcface'.
+    alignment: 'none' (already aligned: validate + resize), 'ffhq', 'arcface' or 'ghost224'.
     labels: 'none' (label -1), 'folders' (first-level sub-folder = identity) or 'celeba'
       (CelebA identity of each CelebA-HQ image, when the mapping files are present).
     all_faces: every detected face (True) or only the largest (False).
@@ -110,6 +110,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       _config('folder', 'Your photos, largest face, FFHQ-aligned at 256, sub-folder labels.'),
       _config('folder_all_faces', 'Your photos, every face, FFHQ-aligned at 256.',
               all_faces=True, subdir='folder'),
+      _config('folder_ghost224', 'Your photos, largest face, GHOST-aligned (224 crop resized '
+              'to 256, for fine-tuning converted GHOST weights), sub-folder labels.',
+              alignment='ghost224', subdir='folder'),
       _config('arcface112', '112x112 ArcFace-aligned crops + identity labels (ArcFace training).',
               size=112, alignment='arcface'),
   ]

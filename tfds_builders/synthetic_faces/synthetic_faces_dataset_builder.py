@@ -77,8 +77,15 @@ def _pairs_config(size: int) -> SyntheticFacesConfig:
 class Builder(tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for synthetic_faces."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'Initial release.',
+      '2.0.0': 'Scalp hair (colour, hairline, volume, length, parting) and neck width are '
+               'attributes (of the target), as in FaceShifter / FF++ where only the inner face '
+               'is swapped; brows and beard take a new identity colour (brow_r/g/b). '
+               'identity_params 49 -> 44 values, attribute_params 38 -> 46 (the 38 of 1.0.0 '
+               'first, same order). Ground-truth swaps keep the target\'s hair.',
+  }
   BUILDER_CONFIGS = [_faces_config(64), _faces_config(128), _faces_config(256),
                      _faces_config(112), _identities_config(112, 9000, 4), _pairs_config(64),
                      _pairs_config(128), _pairs_config(256)]

@@ -1,0 +1,226 @@
+"""Pure HEAR-Net training functions (FaceShifter stage 2): state, inputs, losses, the step.
+
+No I/O and no loop here (that is fsjax/aei/hear_trainer.py). Per device, inside
+`jax.jit(jax.shard_map(...))` over 'data' (`make_train_step`):
+
+  1. X_s, X_t uint8 [B, S, S, 3] -> [-1, 1]. The frozen AEI-Net (EMA params, inference-mode
+     batch norm) and frozen identity encoder give
+       Y_hat_st = AEI(X_t, z_id(X_s))   and   dY_t = X_t - AEI(X_t, z_id(X_t))
+     (the heuristic error: what AEI-Net cannot reconstruct of the target, e.g. occluders).
+  2. Y_st = HEAR(concat(Y_hat_st, dY_t)), trained with (weights config.loss.*, paper: 1)
+       L_id'  = mean(1 - cos(z_id(Y_st), z_id(X_s)))
+       L_chg  = mean|Y_st - Y_hat_st|
+       L_rec' = 0.5 * mean over same-identity pairs of mean((Y_st - X_t)^2)
+     each `lax.pmean`'d over 'data' before it is differentiated (global-batch gradients;
+     BatchNorm statistics are averaged over 'data' inside HEAR-Net).
+  3. Adam (config.optimizer); the non-finite guard applies all or nothing, as in AEI-Net.
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from clu import metrics as clu_metrics
+from jax import lax
+from jax.sharding import PartitionSpec as P
+
+from fsjax.aei import train_lib
+from fsjax.models import hear_net
+from fsjax.train import parallel
+from fsjax.train import step_utils
+
+AXIS = parallel.DATA_AXIS
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenAEI:
+  """The stage-1 networks HEAR-Net refines (unbound modules; their variables are passed to
+  the step replicated, never differentiated).
+
+  Attributes:
+    generator: AEI-Net ([B, S, S, 3] in [-1, 1], z_id) -> (Y, z_att).
+    identity: ArcFace IResNet ([B, 112, 112, 3] -> [B, D]).
+    crop_mode: identity_crop mode of the AEI-Net's data ('resize' | 'crop_19_237').
+    id_normalize: whether the AEI-Net was fed L2-normalised z_id (config.model.id_normalize).
+  """
+  generator: nn.Module
+  identity: nn.Module
+  crop_mode: str
+  id_normalize: bool = True
+
+  def embed(self, id_vars: Any, x: jax.Array, normalize: bool) -> jax.Array:
+    """z_id [B, D] of faces [B, S, S, 3] in [-1, 1] (train_lib.identity_embedding)."""
+    models = train_lib.Models(self.generator, None, self.identity, self.crop_mode)
+    return train_lib.identity_embedding(models, id_vars, x, normalize=normalize)
+
+  def swap(self, g_vars: Any, x_t: jax.Array, z: jax.Array) -> jax.Array:
+    """AEI(X_t, z) [B, S, S, 3] float32 in [-1, 1], inference mode."""
+    y, _ = self.generator.apply(g_vars, x_t, z, train=False)
+    return y.astype(jnp.float32)
+
+
+def hear_inputs(aei: FrozenAEI, g_vars: Any, id_vars: Any, x_s: jax.Array, x_t: jax.Array
+                ) -> tuple[jax.Array, jax.Array]:
+  """(Y_hat_st, dY_t), both [B, S, S, 3] float32, of the frozen AEI-Net, gradient-free.
+
+  Y_hat_st = AEI(X_t, z_id(X_s)) in [-1, 1]; dY_t = X_t - AEI(X_t, z_id(X_t)) in [-2, 2].
+  """
+  z_s = aei.embed(id_vars, x_s, aei.id_normalize)
+  z_t = aei.embed(id_vars, x_t, aei.id_normalize)
+  y_hat = aei.swap(g_vars, x_t, z_s)
+  error = x_t - aei.swap(g_vars, x_t, z_t)
+  return lax.stop_gradient(y_hat), lax.stop_gradient(error)
+
+
+@flax.struct.dataclass
+class HearState:
+  """Everything that changes during HEAR-Net training (replicated over 'data').
+
+  Attributes: step (int32 []), params, batch_stats, opt_state, nonfinite_count /
+  nonfinite_total (int32 []). No RNG: HEAR-Net and its inputs are deterministic.
+  """
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  nonfinite_count: jax.Array
+  nonfinite_total: jax.Array
+
+
+@flax.struct.dataclass
+class HearMetrics(clu_metrics.Collection):
+  """Per-step means over the global batch, averaged over a log interval (applied steps)."""
+  loss: clu_metrics.Average
+  id: clu_metrics.Average
+  chg: clu_metrics.Average
+  rec: clu_metrics.Average
+  grad_norm: clu_metrics.Average
+  same_fraction: clu_metrics.Average
+  skipped: clu_metrics.Average
+
+
+def build_hear(config: ml_collections.ConfigDict, axis_name: str | None = AXIS) -> nn.Module:
+  """HEAR-Net of config.hear at compute dtype config.model.dtype."""
+  return hear_net.from_config(config.hear, axis_name=axis_name, dtype=config.model.dtype)
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam(config.optimizer.learning_rate, b1, b2) (paper: 4e-4, (0, 0.999)), optional
+  global-norm clipping (grad_clip_norm > 0)."""
+  opt = config.optimizer
+  tx = optax.adam(opt.learning_rate, b1=opt.b1, b2=opt.b2)
+  if opt.grad_clip_norm > 0:
+    tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
+  return tx
+
+
+def create_state(config: ml_collections.ConfigDict, rng: jax.Array, hear: nn.Module,
+                 tx: optax.GradientTransformation) -> HearState:
+  """HEAR-Net at step 0 (eval-mode init, float32 params). Pure and jittable."""
+  s = int(config.image_size)
+  variables = hear.init(rng, jnp.zeros((1, s, s, 6), jnp.float32), train=False)
+  return HearState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                   batch_stats=variables['batch_stats'],
+                   opt_state=tx.init(variables['params']),
+                   nonfinite_count=jnp.zeros((), jnp.int32),
+                   nonfinite_total=jnp.zeros((), jnp.int32))
+
+
+def change_loss(y: jax.Array, y_hat: jax.Array) -> jax.Array:
+  """L_chg = mean|Y_st - Y_hat_st|."""
+  return jnp.mean(jnp.abs(y - y_hat))
+
+
+def train_step(state: HearState, batch: dict[str, jax.Array], g_vars: Any, id_vars: Any, *,
+               config: ml_collections.ConfigDict, hear: nn.Module, aei: FrozenAEI,
+               tx: optax.GradientTransformation) -> tuple[HearState, HearMetrics]:
+  """One HEAR-Net update on this device's rows (inside shard_map over 'data').
+
+  Args:
+    state: replicated HearState.
+    batch: 'source', 'target' uint8 [b, S, S, 3] (or float [-1, 1]); 'same' float32 [b]
+      (1.0 where X_t shows X_s's identity, e.g. an occluded copy of X_s).
+    g_vars: frozen AEI-Net variables {'params': EMA params, 'batch_stats'} (replicated).
+    id_vars: frozen identity-encoder variables (replicated).
+    config: config.loss (id, chg, rec).
+    hear, aei, tx: the networks and the optimizer.
+  Returns:
+    (new state, HearMetrics of this step; replicated).
+  """
+  loss_cfg = config.loss
+  x_s = step_utils.to_float_images(batch['source'])
+  x_t = step_utils.to_float_images(batch['target'])
+  same = batch['same'].astype(jnp.float32)
+  num_devices = lax.axis_size(AXIS)
+  num_same = lax.psum(jnp.sum(same), AXIS)
+  y_hat, error = hear_inputs(aei, g_vars, id_vars, x_s, x_t)
+  z_s = lax.stop_gradient(aei.embed(id_vars, x_s, True))
+
+  def loss_fn(params):
+    y, upd = hear.apply({'params': params, 'batch_stats': state.batch_stats},
+                        hear_net.hear_input(y_hat, error), train=True, mutable=['batch_stats'])
+    idl = jnp.mean(1.0 - jnp.sum(aei.embed(id_vars, y, True) * z_s, axis=-1))
+    chg = change_loss(y, y_hat)
+    # Local share of the global same-pair mean: pmean over devices restores it exactly.
+    per = 0.5 * jnp.mean(jnp.square(y - x_t), axis=(1, 2, 3)) * same
+    rec = jnp.sum(per) * num_devices / jnp.maximum(num_same, 1.0)
+    total = loss_cfg.id * idl + loss_cfg.chg * chg + loss_cfg.rec * rec
+    terms = lax.pmean({'loss': total, 'id': idl, 'chg': chg, 'rec': rec}, AXIS)
+    return terms['loss'], (terms, upd['batch_stats'])
+
+  (_, (terms, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, new_opt = tx.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  grad_norm = optax.global_norm(grads)
+  ok = step_utils.all_finite(terms, grad_norm)
+  new_state = state.replace(
+      step=state.step + 1,
+      params=step_utils.select_if(ok, new_params, state.params),
+      batch_stats=step_utils.select_if(ok, new_stats, state.batch_stats),
+      opt_state=step_utils.select_if(ok, new_opt, state.opt_state),
+      nonfinite_count=jnp.where(ok, 0, state.nonfinite_count + 1).astype(jnp.int32),
+      nonfinite_total=state.nonfinite_total + (~ok).astype(jnp.int32))
+  values = dict(terms, grad_norm=grad_norm,
+                same_fraction=num_same / (same.shape[0] * num_devices))
+  return new_state, HearMetrics.empty().replace(**step_utils.guarded_averages(ok, values))
+
+
+def make_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                    hear: nn.Module, aei: FrozenAEI, tx: optax.GradientTransformation,
+                    donate: bool = True) -> Callable[..., tuple[HearState, HearMetrics]]:
+  """step(state, batch, g_vars, id_vars) -> (state, metrics), compiled as
+  jit(shard_map(train_step, in_specs=(P(), P('data'), P(), P())))."""
+  fn = lambda state, batch, g_vars, id_vars: train_step(  # pylint: disable=g-long-lambda
+      state, batch, g_vars, id_vars, config=config, hear=hear, aei=aei, tx=tx)
+  return parallel.data_parallel(fn, mesh, in_specs=(P(), P(AXIS), P(), P()),
+                                out_specs=(P(), P()), donate_argnums=(0,) if donate else ())
+
+
+def make_refine_fn(hear: nn.Module, aei: FrozenAEI) -> Callable[..., tuple[jax.Array, ...]]:
+  """Jitted refine(hear_vars, g_vars, id_vars, x_s, x_t) -> (Y_hat_st, Y_st, dY_t), each
+  [B, S, S, 3] float32 (inference mode; for sample grids and evaluation)."""
+
+  def refine(hear_vars, g_vars, id_vars, x_s, x_t):
+    x_s, x_t = step_utils.to_float_images(x_s), step_utils.to_float_images(x_t)
+    y_hat, error = hear_inputs(aei, g_vars, id_vars, x_s, x_t)
+    y = hear.apply(hear_vars, hear_net.hear_input(y_hat, error), train=False)
+    return y_hat, y, error
+
+  return jax.jit(refine)
+
+
+def heuristic_error(aei: FrozenAEI) -> Callable[[Any, Any, jax.Array], jax.Array]:
+  """Jitted err(g_vars, id_vars, x uint8 [B, S, S, 3]) -> [B] mean|X - AEI(X, z_id(X))|, the
+  per-image score by which the hardest examples are chosen."""
+
+  def err(g_vars, id_vars, x):
+    x = step_utils.to_float_images(x)
+    y = aei.swap(g_vars, x, aei.embed(id_vars, x, aei.id_normalize))
+    return jnp.mean(jnp.abs(x - y), axis=(1, 2, 3))
+
+  return jax.jit(err)

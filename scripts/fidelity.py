@@ -1,0 +1,109 @@
+"""Fast fidelity check of AEI-Net workdirs on held-out synthetic pairs (issue 19 ablations).
+
+  python scripts/fidelity.py WORKDIR [WORKDIR...] [--num_pairs 300] [--pairs synthetic_faces/pairs64]
+      [--data_dir D] [--json out.json] [--grid out.png]
+
+For each workdir (latest checkpoint, EMA generator, as `fsjax.load_swapper` loads it) and the
+first N test pairs (identities never seen in training) it prints:
+
+- swap Y = G(X_t, z_id(X_s)) against the ground-truth swap GT: PSNR / SSIM over the image and
+  PSNR inside the inner face (`synthetic_faces.inner_face_mask` of GT > 0.5: the face outline
+  minus the front hair, the region a face swap should change);
+- self-reconstruction R = G(X_t, z_id(X_t)) against X_t (how much the attribute path can
+  carry; an upper bound on what the swap can keep from the target);
+- the trivial answers "return X_t" / "return X_s" against GT (the floors the targets of
+  issue 19 are relative to);
+- identity by the training encoder: mean cos(Y, X_s), cos(Y, X_t) and the fraction of pairs
+  where Y is closer to X_s than to X_t.
+
+PSNR is the mean over pairs of per-pair PSNR (fsjax.eval.metrics). This is the quick
+ablation tool; the recorded figures come from `fsjax eval --protocol synthetic`.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def _load_pairs(name, data_dir, num_pairs):
+  from fsjax.eval import synthetic  # pylint: disable=g-import-not-at-top
+  return synthetic.load_pairs(name, data_dir, 'test', num_pairs)
+
+
+def _figures(a, b, mask):
+  from fsjax.eval import metrics  # pylint: disable=g-import-not-at-top
+  return {'psnr': metrics.mean_psnr(metrics.psnr(a, b)),
+          'ssim': metrics.mean_ssim(metrics.ssim(a, b)),
+          'psnr_face': metrics.mean_psnr(metrics.psnr(a, b, mask=mask))}
+
+
+def evaluate(workdir, pairs, mask):
+  import fsjax  # pylint: disable=g-import-not-at-top
+  t0 = time.time()
+  swapper = fsjax.load_swapper(workdir)
+  xs, xt, gt = pairs['source'], pairs['target'], pairs['swap']
+  z_s = swapper.embed_crops(xs)
+  z_t = swapper.embed_crops(xt)
+  q = lambda y: np.clip(np.rint(y), 0, 255).astype(np.uint8)
+  y = q(swapper.generate(xt, z_s))
+  r = q(swapper.generate(xt, z_t))
+  e_y, e_s, e_t = (swapper.unit_embeddings(v) for v in (y, xs, xt))
+  cos_s, cos_t = np.sum(e_y * e_s, -1), np.sum(e_y * e_t, -1)
+  out = {'swap': _figures(y, gt, mask), 'self_rec': _figures(r, xt, mask),
+         'cos_source': float(cos_s.mean()), 'cos_target': float(cos_t.mean()),
+         'closer_to_source': float((cos_s > cos_t).mean()), 'seconds': time.time() - t0}
+  return out, y, r
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('workdirs', nargs='+')
+  parser.add_argument('--num_pairs', type=int, default=300)
+  parser.add_argument('--pairs', default='synthetic_faces/pairs64')
+  parser.add_argument('--data_dir', default='')
+  parser.add_argument('--json', default='')
+  parser.add_argument('--grid', default='', help='PNG: X_s | X_t | Y | GT | R rows (first workdir)')
+  args = parser.parse_args(argv)
+
+  from fsjax.data import synthetic_faces  # pylint: disable=g-import-not-at-top
+  pairs = _load_pairs(args.pairs, args.data_dir, args.num_pairs)
+  size = pairs['swap'].shape[1]
+  mask = synthetic_faces.inner_face_mask(pairs['identity_params'], pairs['attribute_params'],
+                                         size) > 0.5
+  xs, xt, gt = pairs['source'], pairs['target'], pairs['swap']
+  results = {'num_pairs': len(gt), 'pairs': args.pairs,
+             'return_target': _figures(xt, gt, mask), 'return_source': _figures(xs, gt, mask)}
+  rt = results['return_target']
+  print(f"{len(gt)} pairs of {args.pairs} test; floors vs GT: X_t {rt['psnr']:.2f} dB / "
+        f"SSIM {rt['ssim']:.3f} / face {rt['psnr_face']:.2f} dB; X_s "
+        f"{results['return_source']['psnr']:.2f} / {results['return_source']['ssim']:.3f} / "
+        f"{results['return_source']['psnr_face']:.2f}")
+  print(f"targets (issue 19): default PSNR >= {max(20, rt['psnr'] + 6):.2f}, SSIM >= "
+        f"{max(0.70, rt['ssim'] + 0.15):.3f}; HQ PSNR >= {max(24, rt['psnr'] + 10):.2f}, SSIM >= "
+        f"{max(0.85, rt['ssim'] + 0.25):.3f}")
+  for i, wd in enumerate(args.workdirs):
+    res, y, r = evaluate(wd, pairs, mask)
+    results[wd] = res
+    s, rec = res['swap'], res['self_rec']
+    print(f"{wd}: swap->GT {s['psnr']:.2f} dB / SSIM {s['ssim']:.3f} / face {s['psnr_face']:.2f} dB"
+          f" | self-rec->X_t {rec['psnr']:.2f} / {rec['ssim']:.3f} / face {rec['psnr_face']:.2f}"
+          f" | cos s/t {res['cos_source']:.3f}/{res['cos_target']:.3f}, closer to X_s "
+          f"{100 * res['closer_to_source']:.1f}%  ({res['seconds']:.0f} s)", flush=True)
+    if i == 0 and args.grid:
+      from PIL import Image  # pylint: disable=g-import-not-at-top
+      n = min(8, len(gt))
+      rows = [np.concatenate([xs[k], xt[k], y[k], gt[k], r[k]], 1) for k in range(n)]
+      Image.fromarray(np.concatenate(rows, 0)).save(args.grid)
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(results, f, indent=1)
+  return results
+
+
+if __name__ == '__main__':
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  main()

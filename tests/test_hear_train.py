@@ -1,0 +1,172 @@
+"""HEAR-Net training (fsjax/aei/hear_train_lib.py, hear_trainer.py) on the 16 px micro
+AEI-Net: the sharded step equals the one-device step, the losses are the paper's, the
+heuristic error is what AEI-Net cannot reconstruct, the loop trains, resumes and picks the
+hardest images."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import train_helpers
+from fsjax import models as models_lib
+from fsjax.aei import hear_train_lib as lib
+from fsjax.aei import hear_trainer
+from fsjax.identity import resolve
+from fsjax.models import random_weights
+from fsjax.train import loop
+from fsjax.train import parallel
+
+SIZE = 16
+
+
+def _hear_config(steps=2):
+  from configs import hear_synthetic  # pylint: disable=g-import-not-at-top
+  config = hear_synthetic.get_config()
+  config.image_size = SIZE
+  config.hear.channels = (4, 8)
+  config.hear.num_procedural_occluders = 2
+  config.hear.procedural_occluder_size = 32
+  config.hear.hardest_fraction = 0.5
+  config.hear.score_batch_size = 4
+  config.per_device_batch_size = 1
+  config.num_train_steps = steps
+  config.log_every_steps = 1
+  config.sample_every_steps = 0
+  config.checkpoint_every_steps = 1
+  config.dataset.prefetch = 1
+  return config
+
+
+@pytest.fixture(scope='module')
+def stage1(jax_cache):
+  """A random-weight micro AEI-Net and random identity encoder, as a Stage1."""
+  del jax_cache
+  config = train_helpers.test_config()
+  found = resolve.random_encoder(config)
+  generator = models_lib.build_generator(config)
+  x = jnp.zeros((1, SIZE, SIZE, 3))
+  z = jnp.zeros((1, config.model.id_dim))
+  g_vars = random_weights.random_variables(
+      jax.eval_shape(lambda: generator.init(jax.random.PRNGKey(0), x, z, train=False)), 1)
+  aei = lib.FrozenAEI(generator, found.module, config.identity.crop_mode, True)
+  return hear_trainer.Stage1(aei, g_vars, found.variables, SIZE, '/nonexistent/aei')
+
+
+def _batch(n=4, seed=0):
+  rs = np.random.RandomState(seed)
+  src = rs.randint(0, 256, (n, SIZE, SIZE, 3)).astype(np.uint8)
+  tgt = rs.randint(0, 256, (n, SIZE, SIZE, 3)).astype(np.uint8)
+  tgt[0] = src[0]
+  return {'source': src, 'target': tgt, 'same': np.array([1, 0, 0, 0], np.float32)}
+
+
+def test_inputs_losses_and_sharded_step(stage1):
+  config = _hear_config()
+  hear = lib.build_hear(config)
+  # SGD(1.0): new params = params - grad, so the two meshes compare gradients directly (Adam
+  # with b1 = 0 blows float noise in ~0 gradients up to +-lr).
+  tx = optax.sgd(1.0)
+  mesh4 = parallel.make_mesh()
+  mesh1 = parallel.make_mesh(jax.devices()[:1])
+  batch = _batch()
+  x_s = (batch['source'].astype(np.float32) - 127.5) / 127.5
+  x_t = (batch['target'].astype(np.float32) - 127.5) / 127.5
+
+  # The inputs: Y_hat = AEI(X_t, z(X_s)); dY_t = X_t - AEI(X_t, z(X_t)).
+  y_hat, error = lib.hear_inputs(stage1.aei, stage1.generator_variables,
+                                 stage1.identity_variables, x_s, x_t)
+  z_t = stage1.aei.embed(stage1.identity_variables, x_t, True)
+  recon = stage1.aei.swap(stage1.generator_variables, x_t, z_t)
+  np.testing.assert_allclose(error, x_t - recon, atol=1e-6)
+  np.testing.assert_allclose(y_hat[0], recon[0], atol=1e-6)  # same pair: z(X_s) = z(X_t)
+
+  results = []
+  for mesh in (mesh4, mesh1):
+    state = parallel.replicate(lib.create_state(config, jax.random.PRNGKey(0), hear, tx), mesh)
+    step = lib.make_train_step(config, mesh, hear, stage1.aei, tx, donate=False)
+    new, metrics = step(state, parallel.shard_batch(batch, mesh),
+                        parallel.replicate(stage1.generator_variables, mesh),
+                        parallel.replicate(stage1.identity_variables, mesh))
+    results.append((loop.to_host(new), loop.metrics_to_host(metrics)))
+  (s4, m4), (s1, m1) = results
+  for a, b in zip(jax.tree.leaves(s4.params), jax.tree.leaves(s1.params)):
+    np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+  for k in ('loss', 'id', 'chg', 'rec'):
+    assert m4[k] == pytest.approx(m1[k], rel=1e-4, abs=1e-6)
+  assert m4['same_fraction'] == pytest.approx(0.25)
+
+  # The losses as the paper writes them, from the state before the step.
+  state0 = lib.create_state(config, jax.random.PRNGKey(0), hear, tx)
+  from fsjax.models import hear_net  # pylint: disable=g-import-not-at-top
+  y, _ = lib.build_hear(config, axis_name=None).apply(
+      {'params': state0.params, 'batch_stats': state0.batch_stats},
+      hear_net.hear_input(y_hat, error), train=True, mutable=['batch_stats'])
+  z_s = stage1.aei.embed(stage1.identity_variables, x_s, True)
+  z_y = stage1.aei.embed(stage1.identity_variables, y, True)
+  want_id = np.mean(1 - np.sum(np.asarray(z_y) * np.asarray(z_s), -1))
+  want_chg = np.mean(np.abs(np.asarray(y) - np.asarray(y_hat)))
+  want_rec = 0.5 * np.mean((np.asarray(y[0]) - x_t[0]) ** 2)  # the one same pair
+  assert m1['id'] == pytest.approx(want_id, rel=1e-4, abs=1e-6)
+  assert m1['chg'] == pytest.approx(want_chg, rel=1e-4)
+  assert m1['rec'] == pytest.approx(want_rec, rel=1e-4)
+  assert m1['loss'] == pytest.approx(want_id + want_chg + want_rec, rel=1e-4)
+
+
+def test_loop_trains_resumes_and_uses_the_hardest(stage1, tmp_path):
+  source = train_helpers.fake_source(num_identities=4, per_identity=2, size=SIZE)
+  workdir = str(tmp_path / 'hear')
+  config = _hear_config(steps=2)
+  state = hear_trainer.train_and_evaluate(config, workdir, stage1, data_source=source)
+  assert int(loop.to_host(state.step)) == 2
+  with open(os.path.join(workdir, hear_trainer.HARDEST_FILE)) as f:
+    import json  # pylint: disable=g-import-not-at-top
+    hardest = json.load(f)
+  assert len(hardest['indices']) == 4 and hardest['key']['num_records'] == 8
+  # The chosen images are the ones AEI-Net reconstructs worst.
+  err = lib.heuristic_error(stage1.aei)
+  images = np.stack([source[i]['image'] for i in range(len(source))])
+  scores = np.asarray(err(stage1.generator_variables, stage1.identity_variables, images))
+  assert sorted(hardest['indices']) == sorted(np.argsort(-scores)[:4].tolist())
+
+  variables, saved = hear_trainer.load_hear(workdir)
+  assert saved['step'] == 2 and set(variables) == {'params', 'batch_stats'}
+  # Resume: two more steps continue from step 2, and the parameters moved.
+  config = _hear_config(steps=4)
+  state = hear_trainer.train_and_evaluate(config, workdir, stage1, data_source=source)
+  assert int(loop.to_host(state.step)) == 4
+  later, _ = hear_trainer.load_hear(workdir)
+  moved = [not np.array_equal(a, b) for a, b in
+           zip(jax.tree.leaves(variables['params']), jax.tree.leaves(later['params']))]
+  assert any(moved)
+
+
+def test_bad_settings_are_refused(stage1):
+  config = _hear_config()
+  config.image_size = 32
+  with pytest.raises(ValueError, match='swaps 16 px'):
+    hear_trainer.check_config(config, stage1)
+  config = _hear_config()
+  config.hear.hardest_fraction = 0.0
+  with pytest.raises(ValueError, match='hardest_fraction'):
+    hear_trainer.check_config(config, stage1)
+  config = _hear_config()
+  config.hear.occluder_mix = (0.5, 0.5, 0.5, 0.5)
+  with pytest.raises(ValueError, match='summing to 1'):
+    hear_trainer.check_config(config, stage1)
+
+
+def test_cli_refuses_a_missing_aei_in_one_line(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / 'hear'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'fsjax.main', 'train-hear', '--config', 'configs/hear_synthetic.py',
+       '--workdir', str(workdir), '--aei', str(tmp_path / 'missing')],
+      capture_output=True, text=True, cwd=train_helpers.REPO, timeout=300)
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith('fsjax train-hear: error: ')
+  assert len(proc.stderr.strip().splitlines()) == 1 and not workdir.exists()
