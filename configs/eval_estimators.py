@@ -29,7 +29,7 @@ def get_config():
   config.regressor.model.dense = 128
   config.regressor.seed = 0
   config.regressor.batch_size = 64
-  config.regressor.num_train_steps = 5000
+  config.regressor.num_train_steps = 3000
   config.regressor.learning_rate = 2e-3
   config.regressor.weight_decay = 1e-4
   config.regressor.warmup_steps = 100

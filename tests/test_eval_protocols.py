@@ -280,6 +280,11 @@ def test_bad_input_is_one_line_cli(tmp_path, tmp_path_factory):
   lines = proc.stderr.strip().splitlines()
   assert lines[-1].startswith('fsjax eval: error: FaceForensics++ folder not found')
   assert 'Traceback' not in proc.stderr and not out.exists()
+  proc = swap_helpers.run_cli(['eval', '--checkpoint', str(tmp_path), '--estimators.nope=1'],
+                              swap_helpers.cli_env(tmp_path_factory))
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith('fsjax eval: error: ')
+  assert 'estimators.nope' in proc.stderr
 
 
 def _fails(match, **kwargs):

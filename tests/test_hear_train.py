@@ -170,3 +170,69 @@ def test_cli_refuses_a_missing_aei_in_one_line(tmp_path):
   assert proc.returncode == 2, proc.stderr
   assert proc.stderr.strip().splitlines()[-1].startswith('fsjax train-hear: error: ')
   assert len(proc.stderr.strip().splitlines()) == 1 and not workdir.exists()
+
+
+def test_export_carries_hear_and_the_swapper_applies_it(tmp_path_factory, jax_cache):
+  """`fsjax export --hear`: the HEAR-Net joins the export; Swapper applies it unless
+  hear=False, and hear=False is the AEI-Net alone, bit for bit."""
+  del jax_cache
+  import skimage.data  # pylint: disable=g-import-not-at-top
+  import swap_helpers  # pylint: disable=g-import-not-at-top
+  import fsjax  # pylint: disable=g-import-not-at-top
+  from fsjax.swap import export  # pylint: disable=g-import-not-at-top
+  from fsjax.train import checkpointing  # pylint: disable=g-import-not-at-top
+  workdir, plain_export = swap_helpers.tiny_export(tmp_path_factory)
+  config = _hear_config()
+  config.image_size = 64
+  hear_dir = str(tmp_path_factory.mktemp('hear_run'))
+  hear = lib.build_hear(config, axis_name=None)
+  state = jax.jit(lambda k: lib.create_state(config, k, hear, lib.make_optimizer(config)))(
+      jax.random.PRNGKey(3))
+  state = state.replace(batch_stats=jax.tree.map(lambda v: v + 0.1, state.batch_stats))
+  ckpt = checkpointing.Checkpointer(hear_dir, subdir=hear_trainer.CHECKPOINT_SUBDIR)
+  ckpt.save(7, state, None, config)
+  ckpt.close()
+
+  out = str(tmp_path_factory.getbasetemp() / 'hear_export')
+  result = swap_helpers.run_cli(['export', '--workdir', workdir, '--output', out, '--hear',
+                                 hear_dir], swap_helpers.cli_env(tmp_path_factory))
+  assert result.returncode == 0, result.stderr
+  assert 'HEAR-Net step 7' in result.stdout
+  bundle = export.load_bundle(out)
+  assert bundle.meta['hear']['source']['step'] == 7
+  assert list(bundle.meta['hear']['channels']) == [4, 8]
+  np.testing.assert_array_equal(jax.tree.leaves(bundle.hear_variables['batch_stats'])[0],
+                                np.asarray(jax.tree.leaves(state.batch_stats)[0]))
+
+  with_hear = fsjax.load_swapper(out)
+  plain = fsjax.load_swapper(plain_export)
+  assert with_hear.has_hear and with_hear.use_hear and not plain.has_hear
+  image = skimage.data.astronaut()
+  refined = with_hear.swap(image, image)
+  alone = with_hear.swap(image, image, hear=False)
+  np.testing.assert_array_equal(alone, plain.swap(image, image))
+  assert not np.array_equal(refined, alone)
+  # The same refinement computed by hand from the crops: HEAR(Y_hat, X_t - AEI(X_t, z(X_t))).
+  res = with_hear.swap(image, image, hear=False, return_crops=True)
+  z = with_hear.identity(image)
+  crop = res.target_crops
+  x = crop.astype(np.float32) / 127.5 - 1
+  y_hat = with_hear.generate(crop, z, hear=False) / 127.5 - 1
+  recon = with_hear.generate(crop, with_hear.embed_crops(crop), hear=False) / 127.5 - 1
+  from fsjax.models import hear_net  # pylint: disable=g-import-not-at-top
+  want = np.asarray(bundle.hear.apply(bundle.hear_variables, hear_net.hear_input(
+      jnp.asarray(y_hat), jnp.asarray(x - recon)), train=False))
+  got = with_hear.generate(crop, z) / 127.5 - 1
+  np.testing.assert_allclose(got, want, atol=2e-2)  # uint8 rounding of Y_hat in the hand path
+
+  # A HEAR-Net of another size is refused in one line, nothing written.
+  bad = str(tmp_path_factory.getbasetemp() / 'hear_export_bad')
+  config.image_size = 32
+  bad_dir = str(tmp_path_factory.mktemp('hear_run_32'))
+  ckpt = checkpointing.Checkpointer(bad_dir, subdir=hear_trainer.CHECKPOINT_SUBDIR)
+  ckpt.save(1, state, None, config)
+  ckpt.close()
+  result = swap_helpers.run_cli(['export', '--workdir', workdir, '--output', bad, '--hear',
+                                 bad_dir], swap_helpers.cli_env(tmp_path_factory))
+  assert result.returncode == 2 and 'refines 32 px swaps' in result.stderr
+  assert not os.path.exists(bad)

@@ -81,6 +81,7 @@ class GeneratorLayout:
         'aad_mask_channels': 'one',
         'conv_bias': False,
         'id_normalize': False,
+        'attr_full_res_channels': 0,  # GHOST's encoder has no full-resolution level
     }
 
 

@@ -78,6 +78,11 @@ def bench_video(clip: str, *, checkpoint: Optional[str] = None, null_model: bool
       'mode': 'video',
       'fps': stats['frames'] / stats['seconds'],
       'stages': {k: 1e3 * v / frames for k, v in stats['stage_seconds'].items()},
+      # CPU time per frame (threads; whole process + ffmpeg): on a shared machine these
+      # move less with the load than the wall-clock figures.
+      'thread_cpu_ms_per_frame': {k: 1e3 * v / frames
+                                  for k, v in stats['thread_cpu_seconds'].items()},
+      'cpu_ms_per_frame': 1e3 * stats['cpu_seconds'] / frames,
       'frames': stats['frames'],
       'frames_with_face': stats['frames_with_face'],
       'frames_with_face_fraction': stats['frames_with_face'] / frames,
@@ -98,10 +103,13 @@ def bench_video(clip: str, *, checkpoint: Optional[str] = None, null_model: bool
 
 
 def format_video(result: dict[str, Any]) -> str:
-  """Two lines: frames/s with the frames that had a face, then ms/frame per stage."""
+  """Three lines: frames/s and frames with a face, ms/frame per stage, CPU ms/frame."""
   model = 'pass-through model' if result['null_model'] else f"{result['image_size']} px model"
   stages = '  '.join(f'{k} {v:.1f}' for k, v in result['stages'].items())
+  threads = '  '.join(f'{k} {v:.1f}' for k, v in result['thread_cpu_ms_per_frame'].items())
   return (f"video {result['width']}x{result['height']} ({model}): {result['fps']:.2f} frames/s "
           f"end to end, {result['frames_with_face']}/{result['frames']} frames with a face, "
           f"{result['keyframes']} keyframes\n"
-          f"ms/frame per stage (stages overlap): {stages}")
+          f"ms/frame per stage (stages overlap): {stages}\n"
+          f"CPU ms/frame: {result['cpu_ms_per_frame']:.1f} in all (with ffmpeg); by thread: "
+          f"{threads}")

@@ -52,11 +52,17 @@ _CACHE_DIR = flags.DEFINE_string(
     'cache_dir', '', 'synthetic: estimator cache (default $FSJAX_CACHE or ~/.cache/fsjax).')
 _OUTPUT = flags.DEFINE_string('output', '', 'Output folder (default <checkpoint or swaps>/eval).')
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Progress lines with ETA on stderr.')
-_ESTIMATORS = config_flags.DEFINE_config_file(
-    'estimators', os.path.join(_REPO, 'configs', 'eval_estimators.py'),
-    'synthetic: estimator settings (override fields: --estimators.regressor.num_train_steps=N).',
-    lock_config=True)
-flags.FLAGS.register_flag_by_module(__name__, flags.FLAGS['estimators'])
+# The default file is read (and --estimators.a.b=v applied) when the flag is defined, at
+# import: a bad override then becomes the one-line error of main().
+_ESTIMATORS_ERROR = None
+try:
+  _ESTIMATORS = config_flags.DEFINE_config_file(
+      'estimators', os.path.join(_REPO, 'configs', 'eval_estimators.py'),
+      'synthetic: estimator settings (override fields: '
+      '--estimators.regressor.num_train_steps=N).', lock_config=True)
+  flags.FLAGS.register_flag_by_module(__name__, flags.FLAGS['estimators'])
+except (KeyError, AttributeError, TypeError, ValueError) as e:
+  _ESTIMATORS_ERROR = errors.flag_error(e, sys.argv)
 
 
 def _status(line: str) -> None:
@@ -67,6 +73,8 @@ def main(argv):
   # pylint: disable=g-import-not-at-top
   from fsjax.eval import errors as eval_errors
   from fsjax.eval import run
+  if _ESTIMATORS_ERROR:
+    return errors.fail('eval', f'{_ESTIMATORS_ERROR} (see fsjax eval --help)')
   if len(argv) > 1:
     return errors.fail('eval', f'unexpected arguments: {" ".join(argv[1:])}')
   recognizers = {}

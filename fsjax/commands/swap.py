@@ -57,6 +57,8 @@ _ALLOW_PARTIAL = flags.DEFINE_bool(
 _DETECT_EVERY = flags.DEFINE_integer(
     'detect_every', 10, 'Video: run the face detector at least every N frames (and whenever '
     'tracking loses a face or the scene cuts); faces are tracked in between. 1 = every frame.')
+_NO_HEAR = flags.DEFINE_bool(
+    'no_hear', False, 'Skip the export\'s HEAR-Net (stage 2) when it has one: AEI-Net alone.')
 _DETECT_SIZE = flags.DEFINE_integer(
     'detect_size', 640, 'Video: the detector sees frames downscaled to this long side (faces '
     'down to about 80 px at that size, landmarks fitted at full resolution); 0 = full size.')
@@ -78,7 +80,7 @@ def main(argv):
         mask_blur=_MASK_BLUR.value, mask_erosion=_MASK_EROSION.value,
         batch_size=_BATCH_SIZE.value, progress=_PROGRESS.value,
         allow_partial=_ALLOW_PARTIAL.value, detect_every=_DETECT_EVERY.value,
-        detect_max_side=_DETECT_SIZE.value)
+        detect_max_side=_DETECT_SIZE.value, hear=not _NO_HEAR.value)
   except swap_files.USER_ERRORS as e:
     return errors.fail('swap', str(e))
   if stats['kind'] == 'video':

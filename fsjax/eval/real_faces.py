@@ -258,6 +258,7 @@ def evaluate_jobs(jobs: Sequence[Job], identities: Mapping[str, str], *, frames:
     scored = no_face = 0
     per_frame = {'top1': [], 'pose': [], 'expression': [], 'unchanged': []}
     for k, target in enumerate(targets):
+      bar.update(1)
       t_feat = extract(target)
       if t_feat is None or not source_ok:
         no_face += 1
@@ -299,7 +300,7 @@ def evaluate_jobs(jobs: Sequence[Job], identities: Mapping[str, str], *, frames:
         grid_rows.append((source_crop[job.source], _crop(target, t_feat.face),
                           _crop(swap, t_feat.face) if swap.shape == target.shape
                           else _crop(swap, s_feat.face)))
-    bar.update(planned)
+    bar.update(planned - len(targets))  # frames planned over the target's own length
     skipped[NO_FACE] += no_face
     row.update(frames=scored, no_face=no_face,
                id_retrieval_top1=_mean_or_nan(per_frame['top1']),

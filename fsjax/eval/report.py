@@ -49,7 +49,8 @@ class Progress:
     eta = (total - self.done) / rate if rate > 0 else float('nan')
     eta_text = (f'{int(eta // 3600)}:{int(eta % 3600 // 60):02d}:{int(eta % 60):02d}'
                 if np.isfinite(eta) else '?')
-    return f'{self.label}: {self.done}/{total} {self.unit}  {rate:.2f} {self.unit}/s  ETA {eta_text}'
+    return (f'{self.label}: {self.done}/{total} {self.unit}  {rate:.2f} {self.unit}/s  '
+            f'ETA {eta_text}')
 
   def finish(self) -> None:
     if self.enabled:

@@ -339,8 +339,13 @@ class DlibDetector:
     cx, cy = align_lib.transform_points(align_lib.invert_affine(m), rc)
     return (cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2), float(angle)
 
+  def hog_boxes(self, image: np.ndarray) -> list[tuple[tuple[float, ...], float]]:
+    """(box, score) of the HOG stage of `detect` alone (uint8 [H, W, 3] RGB)."""
+    return self._hog_boxes(np.ascontiguousarray(image))
+
   def detect(self, image: np.ndarray, *, cnn_fallback: bool = True,
-             trusted: Sequence[Sequence[float]] = ()) -> list[Face]:
+             trusted: Sequence[Sequence[float]] = (),
+             hog: Optional[Sequence[tuple]] = None) -> list[Face]:
     """Finds faces.
 
     Args:
@@ -349,6 +354,8 @@ class DlibDetector:
         the slowest step; the video tracker runs it sparingly).
       trusted: boxes already known to hold a face (a video tracker's faces); weak HOG boxes
         overlapping one (IoU >= 0.3) are kept without the CNN check.
+      hog: the `hog_boxes` of this image when already found (e.g. ahead, in another thread
+        with another detector instance).
 
     Returns:
       Faces, largest box first, in `image` pixel coordinates.
@@ -358,7 +365,7 @@ class DlibDetector:
       raise ValueError(f'expected uint8 [H, W, 3] RGB, got {image.dtype} {image.shape}')
     image = np.ascontiguousarray(image)
     found = []
-    for box, score in self._hog_boxes(image):
+    for box, score in (self._hog_boxes(image) if hog is None else hog):
       if (score >= self.hog_confident or not self.use_cnn
           or any(box_iou(box, known) >= 0.3 for known in trusted)):
         found.append((box, score, 'hog'))

@@ -24,6 +24,7 @@
 elsewhere, kept for `Swapper.swap_frames(tracker=...)`.
 """
 
+import copy
 import dataclasses
 import time
 from typing import Any, Optional, Sequence
@@ -322,7 +323,8 @@ class VideoFaceTracker:
     Args:
       detector: fsjax.faces.detect.DlibDetector (its `detect`, `fit68`, `max_roll`).
       fps: frame rate (the smoothing filter's time base).
-      detect_every: a keyframe at least every this many frames (1 = detect on every frame).
+      detect_every: keyframes are the frames whose index is a multiple of this (1 = every
+        frame), plus those where tracking loses confidence or the scene cuts.
       detect_max_side: the detector sees the frame downscaled to this long side (faces of
         about 80 / detect_max_side of the frame's long side and larger are found); 0 = full.
       max_shape_error: a fit whose `shape_error` to the track's last confirmed shape exceeds
@@ -376,8 +378,9 @@ class VideoFaceTracker:
     self.tracks: list[_Track] = []
     self.persons: list[_Person] = []
     self._next_track = 0
-    self._last_keyframe = None
     self._last_fallback = None
+    self._prepare_detector = None
+    self.prepare_seconds = 0.0  # `prepare`'s time (another thread), part of detection
     # Seconds spent and events, for the video benchmark.
     self.seconds = {'detect': 0.0, 'track': 0.0}
     self.counts = {'keyframes': 0, 'lost': 0, 'scene_cuts': 0, 'tracks': 0, 'cnn_fallbacks': 0}
@@ -430,19 +433,41 @@ class VideoFaceTracker:
                 and 0 <= centre[0] < width and 0 <= centre[1] < height
                 and patch_similarity(face_patch(frame, fit), track.patch) >= self.min_similarity)
 
-  def _detect(self, frame: np.ndarray) -> list[tuple[detect_lib.Face, tuple, float]]:
-    """(face, box, roll) of each detection, the landmarks fitted at full resolution in `box`."""
+  def _small(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
+    """(the frame downscaled to detect_max_side, its scale)."""
     long_side = max(frame.shape[:2])
     scale = min(1.0, self.detect_max_side / long_side) if self.detect_max_side else 1.0
-    small = frame if scale == 1.0 else cv2.resize(
-        frame, (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale))),
-        interpolation=cv2.INTER_AREA)
+    if scale == 1.0:
+      return frame, scale
+    size = (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale)))
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA), scale
+
+  def prepare(self, frame: np.ndarray, index: int) -> Optional[tuple]:
+    """The detector's HOG pass for frame `index` if it is a scheduled keyframe, else None.
+
+    Pass the result to `__call__` with the same frame. Safe to run in another thread, ahead
+    of `__call__` (it has its own dlib detector), so that keyframes do not stall tracking.
+    """
+    if index % self.detect_every:
+      return None
+    start = time.perf_counter()
+    if self._prepare_detector is None:
+      self._prepare_detector = copy.copy(self.detector)  # settings only; models reload
+    small, scale = self._small(frame)
+    boxes = self._prepare_detector.hog_boxes(small)
+    self.prepare_seconds += time.perf_counter() - start
+    return small, scale, boxes
+
+  def _detect(self, frame: np.ndarray, prepared: Optional[tuple] = None
+              ) -> list[tuple[detect_lib.Face, tuple, float]]:
+    """(face, box, roll) of each detection, the landmarks fitted at full resolution in `box`."""
+    small, scale, hog = prepared if prepared is not None else self._small(frame) + (None,)
     trusted = [tuple(v * scale for v in box_from_landmarks(t.fit)[0])
                for t in self.tracks if t.confirmed]
     fallback = bool(self.cnn_fallback_every) and (
         self._last_fallback is None
         or self.frame - self._last_fallback >= self.cnn_fallback_every)
-    found = self.detector.detect(small, cnn_fallback=fallback, trusted=trusted)
+    found = self.detector.detect(small, cnn_fallback=fallback, trusted=trusted, hog=hog)
     if fallback and not found and self.detector.use_cnn:
       self._last_fallback = self.frame
       self.counts['cnn_fallbacks'] += 1
@@ -486,8 +511,12 @@ class VideoFaceTracker:
     if 0 <= track.person < len(self.persons) and self.persons[track.person].track == track.id:
       self.persons[track.person].track = None
 
-  def __call__(self, frame: np.ndarray) -> list[TrackedFace]:
-    """The faces of the next frame (uint8 [H, W, 3] RGB), largest box first."""
+  def __call__(self, frame: np.ndarray, prepared: Optional[tuple] = None
+               ) -> list[TrackedFace]:
+    """The faces of the next frame (uint8 [H, W, 3] RGB), largest box first.
+
+    prepared: `prepare(frame, index)` of this frame, when it was run ahead.
+    """
     self.frame += 1
     start = time.perf_counter()
     cut = self.cuts(frame) if self.cuts is not None else False
@@ -496,8 +525,8 @@ class VideoFaceTracker:
       for track in self.tracks:
         self._end(track)
       self.tracks = []
-    keyframe = (cut or self._last_keyframe is None
-                or self.frame - self._last_keyframe >= self.detect_every)
+    # Scheduled keyframes are fixed frames (so `prepare` can run ahead); more come on demand.
+    keyframe = cut or self.frame % self.detect_every == 0
     for track in self.tracks:
       track.fit = self._fit(frame, track.raw, track.velocity, track)
       track.confirmed = track.followed = self._fit_ok(track, track.fit, frame)
@@ -507,7 +536,8 @@ class VideoFaceTracker:
     tracked = time.perf_counter()
     self.seconds['track'] += tracked - start
     if keyframe:
-      self._keyframe(frame)
+      scheduled = prepared is not None and self.frame % self.detect_every == 0
+      self._keyframe(frame, prepared if scheduled else None)
       self.seconds['detect'] += time.perf_counter() - tracked
     end = time.perf_counter()
     out = []
@@ -529,11 +559,10 @@ class VideoFaceTracker:
     out.sort(key=lambda f: -f.area)
     return out
 
-  def _keyframe(self, frame: np.ndarray) -> None:
+  def _keyframe(self, frame: np.ndarray, prepared: Optional[tuple]) -> None:
     """Detects, matches detections to tracks (box IoU), starts and ends tracks."""
     self.counts['keyframes'] += 1
-    self._last_keyframe = self.frame
-    found = self._detect(frame)
+    found = self._detect(frame, prepared)
     detections = [face for face, _, _ in found]
     boxes = [box_from_landmarks(t.fit)[0] if t.confirmed else
              box_from_landmarks(t.raw, t.velocity)[0] for t in self.tracks]

@@ -87,15 +87,24 @@ def match_color(swapped: np.ndarray, target: np.ndarray, mask: np.ndarray,
     strength: 0 = no change, 1 = full transfer.
 
   Returns:
-    float32 [S, S, 3] RGB in [0, 255].
+    float32 [S, S, 3] RGB in [0, 255]: corrected within the mask's bounding box (and an
+    8 px margin); further out, where the mask is 0, `swapped` as given.
   """
   swapped = np.asarray(swapped, np.float32)
   weights = np.asarray(mask, np.float32)
   total = float(weights.sum())
   if strength <= 0 or total < 1.0:
     return swapped
+  # Only the mask's box matters (weights and paste-back are 0 elsewhere): less to convert.
+  rows, cols = np.flatnonzero(weights.any(axis=1)), np.flatnonzero(weights.any(axis=0))
+  y0, y1 = max(rows[0] - 8, 0), min(rows[-1] + 9, weights.shape[0])
+  x0, x1 = max(cols[0] - 8, 0), min(cols[-1] + 9, weights.shape[1])
+  full = swapped
+  swapped = swapped[y0:y1, x0:x1]
+  target = np.asarray(target, np.float32)[y0:y1, x0:x1]
+  weights = weights[y0:y1, x0:x1]
   lab_s = cv2.cvtColor(swapped / 255.0, cv2.COLOR_RGB2LAB)
-  lab_t = cv2.cvtColor(np.asarray(target, np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+  lab_t = cv2.cvtColor(target / 255.0, cv2.COLOR_RGB2LAB)
   w = weights.reshape(-1).astype(np.float64) / total
 
   def moments(lab):
@@ -112,7 +121,9 @@ def match_color(swapped: np.ndarray, target: np.ndarray, mask: np.ndarray,
   lab = lab_s + strength * (corrected - lab_s)
   lab[..., 0] = np.clip(lab[..., 0], 0.0, 100.0)
   rgb = cv2.cvtColor(lab.astype(np.float32), cv2.COLOR_LAB2RGB)
-  return np.clip(rgb * 255.0, 0.0, 255.0).astype(np.float32)
+  out = full.copy()
+  out[y0:y1, x0:x1] = np.clip(rgb * 255.0, 0.0, 255.0)
+  return out
 
 
 def paste(frame: np.ndarray, crop: np.ndarray, mask: np.ndarray, matrix: np.ndarray,
@@ -171,10 +182,12 @@ def paste(frame: np.ndarray, crop: np.ndarray, mask: np.ndarray, matrix: np.ndar
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
   alpha[alpha < 1.0 / 512.0] = 0.0
   region = frame[y0:y1, x0:x1].astype(np.float32)
-  blended = region + alpha[..., None] * (face - region)
-  blended = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-  inside = alpha > 0
-  out[y0:y1, x0:x1][inside] = blended[inside]
+  # region + 0 * (face - region) is region exactly, so where alpha is 0 the frame's pixels
+  # come back bit for bit without a masked copy.
+  face -= region
+  face *= alpha[..., None]
+  face += region
+  out[y0:y1, x0:x1] = np.clip(np.rint(face, out=face), 0, 255).astype(np.uint8)
   if frame_mask is not None:
     np.maximum(frame_mask[y0:y1, x0:x1], alpha, out=frame_mask[y0:y1, x0:x1])
   return out

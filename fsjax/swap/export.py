@@ -13,6 +13,9 @@ Export layout (everything inference needs, nothing of the train state):
                        (its config.discriminator fields); fine-tuning (config.init_from) starts
                        D from it, inference never reads it (`fsjax convert-generator
                        --discriminator` writes one)
+  <dir>/hear/          optional, stage 2: Orbax tree {'params', 'batch_stats'} of the HEAR-Net
+                       that swapper.json 'hear' describes ({'channels', 'source'}); the
+                       Swapper refines its swaps with it (`fsjax export --hear HEAR_WORKDIR`)
 
 The directory is written under a temporary name next to `<dir>` and renamed when complete.
 `load_bundle` rebuilds the modules from swapper.json with fsjax.models only (no training code)
@@ -37,6 +40,7 @@ from fsjax.data import paths
 from fsjax.identity import checkpoint as identity_checkpoint
 from fsjax.identity import resolve
 from fsjax.models import arcface
+from fsjax.models import hear_net
 from fsjax.train import checkpointing
 
 FORMAT = 'fsjax-swapper'
@@ -44,6 +48,7 @@ FORMAT_VERSION = 1
 META_FILE = 'swapper.json'
 VARIABLES_DIR = 'variables'
 DISCRIMINATOR_DIR = 'discriminator'
+HEAR_DIR = 'hear'
 
 
 class ExportError(ValueError):
@@ -62,6 +67,8 @@ class Bundle:
   identity_module: Any  # IResNet module
   identity_variables: dict  # {'params', 'batch_stats'}
   meta: dict  # swapper.json content
+  hear: Any = None  # HEARNet module of meta['hear'], or None
+  hear_variables: Optional[dict] = None  # {'params', 'batch_stats'} of it
 
 
 def _to_numpy(tree: Any) -> Any:
@@ -122,6 +129,21 @@ def abstract_discriminator(meta: dict) -> dict:
   return {k: v for k, v in tree.items() if v}  # no 'batch_stats' with instance norm
 
 
+def build_hear(meta: dict) -> Any:
+  """The HEARNet that swapper.json 'hear' describes (None when the export has none)."""
+  if 'hear' not in meta:
+    return None
+  return hear_net.HEARNet(channels=tuple(meta['hear']['channels']))
+
+
+def abstract_hear(meta: dict) -> dict:
+  """ShapeDtypeStruct tree {'params', 'batch_stats'} of the export's HEAR-Net."""
+  size = int(meta['image_size'])
+  hear = build_hear(meta)
+  return _plain(jax.eval_shape(lambda: hear.init(jax.random.key(0),
+                                                 jnp.zeros((1, size, size, 6)), train=False)))
+
+
 def make_meta(config: Any, identity_meta: dict, *, source: Optional[dict] = None) -> dict:
   """swapper.json content for a training config and its identity encoder's meta."""
   from fsjax import __version__  # pylint: disable=g-import-not-at-top
@@ -144,7 +166,8 @@ def make_meta(config: Any, identity_meta: dict, *, source: Optional[dict] = None
 
 def write_export(output_dir: str, meta: dict, generator_variables: Any,
                  identity_variables: Any, *, overwrite: bool = False,
-                 inputs: Sequence[str] = (), discriminator_variables: Any = None) -> str:
+                 inputs: Sequence[str] = (), discriminator_variables: Any = None,
+                 hear_variables: Any = None) -> str:
   """Writes an export directory atomically (temporary sibling, renamed when complete).
 
   Args:
@@ -156,6 +179,7 @@ def write_export(output_dir: str, meta: dict, generator_variables: Any,
     inputs: what the export was read from; output_dir must not overlap them.
     discriminator_variables: {'params', 'batch_stats'?} of the training-side discriminator
       that meta['discriminator'] describes (module docstring), or None.
+    hear_variables: {'params', 'batch_stats'} of the HEAR-Net meta['hear'] describes, or None.
 
   Returns:
     output_dir (absolute).
@@ -175,11 +199,18 @@ def write_export(output_dir: str, meta: dict, generator_variables: Any,
   if discriminator_variables is not None:
     d_tree = {k: v for k, v in _plain(_to_numpy(discriminator_variables)).items() if v}
     _check_shapes(abstract_discriminator(meta), d_tree, 'discriminator')
+  if (hear_variables is None) != ('hear' not in meta):
+    raise ExportError("meta['hear'] and hear_variables go together")
+  if hear_variables is not None:
+    hear_tree = _plain(_to_numpy(hear_variables))
+    _check_shapes(abstract_hear(meta), hear_tree, 'HEAR-Net')
   with paths.atomic_dir(output_dir) as tmp:
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(os.path.join(tmp, VARIABLES_DIR), tree)
     if discriminator_variables is not None:
       checkpointer.save(os.path.join(tmp, DISCRIMINATOR_DIR), d_tree)
+    if hear_variables is not None:
+      checkpointer.save(os.path.join(tmp, HEAR_DIR), hear_tree)
     checkpointer.wait_until_finished()
     checkpointer.close()
     with open(os.path.join(tmp, META_FILE), 'w') as f:
@@ -246,9 +277,29 @@ def _load_export(path: str) -> Bundle:
                       ) from e
   finally:
     checkpointer.close()
+  hear_variables = _restore_item(path, HEAR_DIR, abstract_hear(meta), 'HEAR-Net') if (
+      'hear' in meta) else None
   return Bundle(generator=build_generator(meta), generator_variables=tree['generator'],
                 identity_module=build_identity(meta['identity']),
-                identity_variables=tree['identity'], meta=meta)
+                identity_variables=tree['identity'], meta=meta, hear=build_hear(meta),
+                hear_variables=hear_variables)
+
+
+def _restore_item(path: str, name: str, expected: Any, what: str) -> dict:
+  """The optional Orbax tree PATH/NAME, shape-checked against `expected` (numpy)."""
+  checkpointer = ocp.StandardCheckpointer()
+  try:
+    stored = checkpointer.metadata(os.path.join(path, name)).item_metadata.tree
+    _check_shapes(expected, stored, f'{what} of {path}')
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), expected)
+    return _to_numpy(checkpointer.restore(os.path.join(path, name), target))
+  except ExportError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise ExportError(f'incompatible checkpoint directory {path}: cannot restore {name}/ '
+                      f'({type(e).__name__}: {str(e).splitlines()[0][:200]})') from e
+  finally:
+    checkpointer.close()
 
 
 def load_discriminator(path: str) -> Optional[tuple[dict, dict]]:
@@ -257,23 +308,8 @@ def load_discriminator(path: str) -> Optional[tuple[dict, dict]]:
   meta = _read_meta(path)
   if 'discriminator' not in meta:
     return None
-  expected = abstract_discriminator(meta)
-  d_dir = os.path.join(path, DISCRIMINATOR_DIR)
-  checkpointer = ocp.StandardCheckpointer()
-  try:
-    _check_shapes(expected, checkpointer.metadata(d_dir).item_metadata.tree,
-                  f'discriminator of {path}')
-    tree = checkpointer.restore(d_dir, jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), expected))
-  except ExportError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except
-    raise ExportError(f'incompatible checkpoint directory {path}: cannot restore '
-                      f'{DISCRIMINATOR_DIR}/ ({type(e).__name__}: '
-                      f'{str(e).splitlines()[0][:200]})') from e
-  finally:
-    checkpointer.close()
-  return dict(meta['discriminator']), _to_numpy(tree)
+  tree = _restore_item(path, DISCRIMINATOR_DIR, abstract_discriminator(meta), 'discriminator')
+  return dict(meta['discriminator']), tree
 
 
 def is_export(path: str) -> bool:
@@ -379,7 +415,7 @@ def load_workdir(workdir: str, step: Optional[int] = None) -> Bundle:
 
 
 def export_swapper(workdir_or_checkpoint: str, output_dir: str, *, step: Optional[int] = None,
-                   overwrite: bool = False) -> str:
+                   overwrite: bool = False, hear: Optional[str] = None) -> str:
   """Writes a self-contained export from a training workdir (or re-exports an export).
 
   Args:
@@ -387,19 +423,22 @@ def export_swapper(workdir_or_checkpoint: str, output_dir: str, *, step: Optiona
     output_dir: destination directory (written atomically).
     step: checkpoint step of a workdir (default: the latest readable one).
     overwrite: replace an existing output_dir that is an earlier export (has swapper.json).
+    hear: a HEAR-Net training workdir (`fsjax train-hear`) whose newest checkpoint joins the
+      export as its stage 2 (default: an export's own HEAR-Net, if any, is carried along).
 
   Returns:
     output_dir (absolute).
 
   Raises:
-    paths.OutputError: output_dir overlaps the input, exists without overwrite, or is not
+    paths.OutputError: output_dir overlaps an input, exists without overwrite, or is not
       an earlier export (nothing is read or written then).
     ExportError: the input is not a usable workdir or export.
   """
   path = paths.absolute(workdir_or_checkpoint)
-  # Refused before any reading: an output that overlaps the workdir, or replaces anything
+  inputs = [path] + ([paths.absolute(hear)] if hear else [])
+  # Refused before any reading: an output that overlaps an input, or replaces anything
   # but an earlier export.
-  paths.check_output_dir(output_dir, [path], marker=META_FILE, kind='export',
+  paths.check_output_dir(output_dir, inputs, marker=META_FILE, kind='export',
                          overwrite=overwrite)
   discriminator = None
   if check_dir(path) == 'export':
@@ -407,6 +446,25 @@ def export_swapper(workdir_or_checkpoint: str, output_dir: str, *, step: Optiona
     discriminator = load_discriminator(path)  # carried along: fine-tuning starts from it
   else:
     bundle = load_workdir(path, step)
-  return write_export(output_dir, bundle.meta, bundle.generator_variables,
-                      bundle.identity_variables, overwrite=overwrite, inputs=[path],
-                      discriminator_variables=discriminator and discriminator[1])
+  meta, hear_variables = dict(bundle.meta), bundle.hear_variables
+  if hear:
+    hear_variables, hear_meta = _hear_workdir(inputs[1], int(meta['image_size']))
+    meta['hear'] = hear_meta
+  return write_export(output_dir, meta, bundle.generator_variables,
+                      bundle.identity_variables, overwrite=overwrite, inputs=inputs,
+                      discriminator_variables=discriminator and discriminator[1],
+                      hear_variables=hear_variables)
+
+
+def _hear_workdir(workdir: str, image_size: int) -> tuple[dict, dict]:
+  """(HEAR-Net variables, swapper.json 'hear') of a `fsjax train-hear` workdir."""
+  from fsjax.aei import hear_trainer  # pylint: disable=g-import-not-at-top
+  try:
+    variables, config = hear_trainer.load_hear(workdir)
+  except ValueError as e:
+    raise ExportError(str(e)) from None
+  if int(config['image_size']) != image_size:
+    raise ExportError(f'the HEAR-Net of {workdir} refines {config["image_size"]} px swaps, '
+                      f'the AEI-Net swaps {image_size} px')
+  return variables, {'channels': list(config['hear']['channels']),
+                     'source': {'workdir': workdir, 'step': int(config['step'])}}

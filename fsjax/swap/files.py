@@ -43,7 +43,7 @@ def swap_files(checkpoint: str, sources: Sequence[str], target: str, output: str
                faces: swapper_lib.FaceSelection = 'largest', mask_blur: Optional[float] = None,
                mask_erosion: Optional[float] = None, batch_size: int = 8,
                progress: bool = True, allow_partial: bool = False, detect_every: int = 10,
-               detect_max_side: int = 640,
+               detect_max_side: int = 640, hear: bool = True,
                load: Callable[..., swapper_lib.Swapper] = swapper_lib.load_swapper) -> dict:
   """Swaps the face in `sources` onto the target image or video and writes `output`.
 
@@ -58,6 +58,7 @@ def swap_files(checkpoint: str, sources: Sequence[str], target: str, output: str
     progress: video progress (frames/s, ETA) on stderr.
     allow_partial: write a video that stops decoding part-way (else VideoError, nothing written).
     detect_every, detect_max_side: video face tracking (see fsjax.swap.video.swap_video).
+    hear: refine with the export's HEAR-Net when it has one (False: AEI-Net alone).
     load: swapper loader, called as load(checkpoint, detector=...) (tests pass a cached one).
 
   Returns:
@@ -92,6 +93,7 @@ def swap_files(checkpoint: str, sources: Sequence[str], target: str, output: str
   if not is_video:
     chosen = swapper_lib.target_faces(detector, target_image, faces, target)
   swapper = load(checkpoint, detector=detector)
+  swapper.use_hear = swapper.has_hear and hear
   identity = swapper.identity(source_images, names=list(sources), detected=source_faces)
   if is_video:
     stats = video.swap_video(swapper, identity, target, output, faces=faces,

@@ -26,6 +26,7 @@ from fsjax.swap import blend
 from fsjax.data import image_io
 from fsjax.faces import align
 from fsjax.models import arcface
+from fsjax.models import hear_net
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 FaceSelection = Union[str, int]
@@ -169,12 +170,16 @@ class Swapper:
     meta: the export's swapper.json content.
     generator_variables: the AEI-Net variables on the device ({'params', 'batch_stats'}).
     identity_variables: the identity encoder's variables on the device.
+    has_hear: the export carries a HEAR-Net (stage 2).
+    use_hear: apply it (default True when present); the `hear=` argument of swap, swap_frames
+      and generate overrides it per call.
   """
 
   def __init__(self, generator: Any, generator_variables: Any, identity_module: Any,
                identity_variables: Any, meta: dict, *, detector: Any = None,
                batch_size: int = 32, mask_blur: float = 0.05, mask_erosion: float = 0.05,
-               color_correction: float = 1.0):
+               color_correction: float = 1.0, hear: Any = None,
+               hear_variables: Any = None):
     """Builds a swapper from modules and variables (use `load_swapper` to read a directory).
 
     Args:
@@ -188,6 +193,7 @@ class Swapper:
       mask_blur: default blend-mask blur (fraction of the face size).
       mask_erosion: default blend-mask erosion (fraction of the face size).
       color_correction: strength of the LAB colour transfer toward the target skin, in [0, 1].
+      hear, hear_variables: the HEAR-Net module and its variables (export 'hear'), or None.
     """
     from fsjax.swap import export  # pylint: disable=g-import-not-at-top
     self.meta = dict(meta)
@@ -221,6 +227,24 @@ class Swapper:
     self._generate = jax.jit(generate)
     self._embed = jax.jit(embed)
     self._embed_raw = jax.jit(embed_raw)
+    self.has_hear = hear is not None
+    self.use_hear = self.has_hear
+    if self.has_hear:
+      self.hear_variables = jax.device_put(hear_variables)
+      id_normalize = self.id_normalize
+
+      def refine(variables, crops, z_id):
+        # HEAR-Net input: the swap and the target's heuristic error X_t - AEI(X_t, z_id(X_t)).
+        g_vars, id_vars, hear_vars = variables
+        x = crops.astype(jnp.float32) / 127.5 - 1.0
+        y_hat, _ = generator.apply(g_vars, x, z_id, train=False)
+        z_t = (embed if id_normalize else embed_raw)(id_vars, crops)
+        recon, _ = generator.apply(g_vars, x, z_t, train=False)
+        y = hear.apply(hear_vars, hear_net.hear_input(y_hat.astype(jnp.float32), x - recon),
+                       train=False)
+        return jnp.clip((y + 1.0) * 127.5, 0.0, 255.0)
+
+      self._refine = jax.jit(refine)
 
   # ------------------------------------------------------------------ faces
 
@@ -276,8 +300,12 @@ class Swapper:
     cosine scores, whatever id_normalize)."""
     return self._run_batched(self._embed, self.identity_variables, np.asarray(crops, np.uint8))
 
-  def generate(self, crops: np.ndarray, z_id: np.ndarray) -> np.ndarray:
+  def generate(self, crops: np.ndarray, z_id: np.ndarray,
+               hear: Optional[bool] = None) -> np.ndarray:
     """The model alone: aligned targets uint8 [N, S, S, 3] + identity [D] or [N, D].
+
+    With a HEAR-Net (has_hear) and `hear` (None: use_hear), AEI-Net's swaps are refined by it
+    (stage 2).
 
     Returns:
       float32 [N, S, S, 3] in [0, 255].
@@ -286,6 +314,10 @@ class Swapper:
     z_id = np.asarray(z_id, np.float32)
     if z_id.ndim == 1:
       z_id = np.broadcast_to(z_id, (len(crops), z_id.shape[0]))
+    if self.has_hear and (self.use_hear if hear is None else hear):
+      return self._run_batched(
+          self._refine, (self.generator_variables, self.identity_variables,
+                         self.hear_variables), crops, np.ascontiguousarray(z_id))
     return self._run_batched(self._generate, self.generator_variables, crops,
                              np.ascontiguousarray(z_id))
 
@@ -359,7 +391,8 @@ class Swapper:
     return blend.paste(frame, corrected, mask, matrix, frame_mask=frame_mask, out=out)
 
   def _swap_faces(self, frames: Sequence[np.ndarray], faces_per_frame: Sequence[list],
-                  z_id: np.ndarray, mask_blur: float, mask_erosion: float):
+                  z_id: np.ndarray, mask_blur: float, mask_erosion: float,
+                  hear: Optional[bool] = None):
     """Aligns, generates (one batch for all faces of all frames) and pastes back."""
     jobs = [(i, face) for i, faces in enumerate(faces_per_frame) for face in faces]
     outputs = [np.array(f, copy=True) for f in frames]
@@ -371,7 +404,7 @@ class Swapper:
     aligned = [self.align(frames[i], face) for i, face in jobs]
     crops = np.stack([c for c, _ in aligned])
     matrices = np.stack([m for _, m in aligned])
-    swapped = self.generate(crops, z_id)
+    swapped = self.generate(crops, z_id, hear=hear)
     for (i, face), crop, out, matrix in zip(jobs, crops, swapped, matrices):
       outputs[i] = self.paste_face(outputs[i], face, crop, out, matrix, mask_blur, mask_erosion,
                                    frame_mask=masks[i])
@@ -381,8 +414,8 @@ class Swapper:
   def swap(self, source: Union[ImageLike, Sequence[ImageLike], np.ndarray], target: ImageLike,
            *, faces: Union[FaceSelection, Sequence[Any]] = 'largest',
            mask_blur: Optional[float] = None, mask_erosion: Optional[float] = None,
-           return_crops: bool = False,
-           target_name: Optional[str] = None) -> Union[np.ndarray, SwapResult]:
+           return_crops: bool = False, target_name: Optional[str] = None,
+           hear: Optional[bool] = None) -> Union[np.ndarray, SwapResult]:
     """Puts the source identity on face(s) of the target image.
 
     Args:
@@ -395,6 +428,8 @@ class Swapper:
       mask_erosion: blend-mask erosion as a fraction of the face size (default 0.05).
       return_crops: return a SwapResult (image, mask, faces, aligned crops) instead of the image.
       target_name: how to call the target in error messages.
+      hear: refine with the export's HEAR-Net when it has one (False: AEI-Net alone;
+        None: `use_hear`).
 
     Returns:
       uint8 [H, W, 3] of the target's size (or a SwapResult); pixels outside the mask unchanged.
@@ -412,7 +447,7 @@ class Swapper:
     blur = self.mask_blur if mask_blur is None else float(mask_blur)
     erosion = self.mask_erosion if mask_erosion is None else float(mask_erosion)
     outputs, masks, crops, swapped, matrices = self._swap_faces(
-        [target_image], [chosen], z_id, blur, erosion)
+        [target_image], [chosen], z_id, blur, erosion, hear)
     if not return_crops:
       return outputs[0]
     return SwapResult(image=outputs[0], mask=masks[0], faces=chosen, target_crops=crops,
@@ -421,8 +456,8 @@ class Swapper:
   def swap_frames(self, source: Union[ImageLike, Sequence[ImageLike], np.ndarray],
                   frames: Union[np.ndarray, Sequence[np.ndarray]], *,
                   faces: FaceSelection = 'largest', mask_blur: Optional[float] = None,
-                  mask_erosion: Optional[float] = None,
-                  tracker: Any = None) -> tuple[np.ndarray, list[int]]:
+                  mask_erosion: Optional[float] = None, tracker: Any = None,
+                  hear: Optional[bool] = None) -> tuple[np.ndarray, list[int]]:
     """Swaps a batch of video frames (all faces of all frames in one model batch).
 
     Args:
@@ -430,7 +465,7 @@ class Swapper:
       frames: uint8 [N, H, W, 3].
       faces: 'largest', 'all' or an index (largest first); frames where the index does not
         exist are passed through.
-      mask_blur, mask_erosion: as in `swap`.
+      mask_blur, mask_erosion, hear: as in `swap`.
       tracker: optional fsjax.swap.video.FaceTracker that smooths landmarks across calls.
 
     Returns:
@@ -450,7 +485,7 @@ class Swapper:
         selected.append(select_faces(detected, faces))
     blur = self.mask_blur if mask_blur is None else float(mask_blur)
     erosion = self.mask_erosion if mask_erosion is None else float(mask_erosion)
-    outputs, _, _, _, _ = self._swap_faces(frames, selected, z_id, blur, erosion)
+    outputs, _, _, _, _ = self._swap_faces(frames, selected, z_id, blur, erosion, hear)
     return np.stack(outputs) if outputs else np.zeros((0, 0, 0, 3), np.uint8), [
         len(s) for s in selected]
 
@@ -468,7 +503,8 @@ def load_swapper(path: str, **kwargs) -> Swapper:
   from fsjax.swap import export  # pylint: disable=g-import-not-at-top
   bundle = export.load_bundle(path)
   return Swapper(bundle.generator, bundle.generator_variables, bundle.identity_module,
-                 bundle.identity_variables, bundle.meta, **kwargs)
+                 bundle.identity_variables, bundle.meta, hear=bundle.hear,
+                 hear_variables=bundle.hear_variables, **kwargs)
 
 
 class PassThroughSwapper(Swapper):
@@ -494,9 +530,12 @@ class PassThroughSwapper(Swapper):
     self.mask_erosion = float(mask_erosion)
     self.color_correction = float(color_correction)
     self._detector = detector
+    self.has_hear = self.use_hear = False
 
-  def generate(self, crops: np.ndarray, z_id: np.ndarray) -> np.ndarray:
+  def generate(self, crops: np.ndarray, z_id: np.ndarray,
+               hear: Optional[bool] = None) -> np.ndarray:
     """float32 [N, S, S, 3]: the crops themselves."""
+    del z_id, hear
     return np.asarray(crops, np.float32)
 
   def identity(self, source: Any = None, names: Any = None, detected: Any = None) -> np.ndarray:

@@ -19,6 +19,7 @@ import dataclasses
 import os
 import queue
 import re
+import resource
 import signal
 import struct
 import subprocess
@@ -447,6 +448,7 @@ class _Pipeline:
     self._errors: list[BaseException] = []
     self._threads: list[threading.Thread] = []
     self._check = check
+    self.cpu_seconds: dict[str, float] = {}  # CPU time of each stage's thread
 
   def _wait(self):
     if self._errors:
@@ -491,6 +493,8 @@ class _Pipeline:
       except BaseException as e:  # pylint: disable=broad-except
         self._errors.append(e)
         self._stop.set()
+      finally:
+        self.cpu_seconds[name] = time.thread_time()
 
     thread = threading.Thread(target=run, name=f'fsjax-video-{name}', daemon=True)
     thread.start()
@@ -512,6 +516,7 @@ class _Frame:
   crops: Optional[np.ndarray] = None  # uint8 [F, S, S, 3]
   matrices: Optional[np.ndarray] = None  # [F, 2, 3]
   swapped: Optional[np.ndarray] = None  # float32 [F, S, S, 3]
+  prepared: Optional[tuple] = None  # VideoFaceTracker.prepare's result
 
 
 class _Selection:
@@ -567,8 +572,11 @@ def swap_video(swapper, source: Any, target_path: str, output_path: str, *,
   Returns:
     dict with frames, frames_without_face (passed through), frames_with_face (the tracker saw
     a face), faces_swapped, persons, keyframes, fps, width, height, seconds, partial,
-    frames_announced, and stage_seconds {decode, detect, track, align, model, paste, encode}
-    (time spent in each stage; the stages overlap, so their sum exceeds `seconds`).
+    frames_announced, stage_seconds {decode, detect, track, align, model, paste, encode}
+    (time spent in each stage; the stages overlap, so their sum exceeds `seconds`),
+    thread_cpu_seconds (CPU time of each pipeline thread: decode, detect = the keyframes'
+    HOG pass, faces = the rest of detection + tracking + alignment, model, paste, encode)
+    and cpu_seconds (the whole process and its ffmpeg children: less load-dependent).
 
   Raises:
     VideoError: undecodable input, or a partial one without allow_partial (nothing written).
@@ -599,9 +607,15 @@ def swap_video(swapper, source: Any, target_path: str, output_path: str, *,
       yield _Frame(index=index, image=image, faces=[], found=0)
       clock = time.perf_counter()
 
+  def prepare(frames):  # the keyframes' HOG pass, a few frames ahead of the tracker
+    for frame in frames:
+      frame.prepared = tracker.prepare(frame.image, frame.index)
+      yield frame
+
   def find_faces(frames):
     for frame in frames:
-      found = tracker(frame.image)
+      found = tracker(frame.image, frame.prepared)
+      frame.prepared = None
       frame.faces, frame.found = select(found), len(found)
       if frame.faces:
         start = time.perf_counter()
@@ -649,15 +663,18 @@ def swap_video(swapper, source: Any, target_path: str, output_path: str, *,
 
   bar = Progress(info.estimated_frames, enabled=progress)
   start = time.perf_counter()
+  cpu_start = _process_cpu()
   pipeline = None
   try:
     with sigterm_requests() as termination, VideoWriter(
         output_path, info.width, info.height, info.fps, audio_from=target_path) as writer:
       pipeline = _Pipeline(check=termination.check)
       decoded = pipeline.stage('decode', decode, None, depth)
-      with_faces = pipeline.stage('faces', find_faces, decoded, depth)
+      prepared = pipeline.stage('detect', prepare, decoded, depth)
+      with_faces = pipeline.stage('faces', find_faces, prepared, depth)
       swapped = pipeline.stage('model', model, with_faces, max(depth, batch_size))
       pasted = pipeline.stage('paste', paste, swapped, depth)
+      main_cpu_start = time.thread_time()
       for frame in pipeline.items(pasted):
         clock = time.perf_counter()
         writer.write(frame.image)
@@ -667,6 +684,7 @@ def swap_video(swapper, source: Any, target_path: str, output_path: str, *,
         stats['frames_without_face'] += not frame.faces
         stats['faces_swapped'] += len(frame.faces)
         bar.update(1)
+      main_cpu = time.thread_time() - main_cpu_start
       termination.check()
       if reader.partial and not allow_partial:
         raise VideoError(reader.describe() + '; pass --allow_partial to write the '
@@ -684,7 +702,7 @@ def swap_video(swapper, source: Any, target_path: str, output_path: str, *,
     if pipeline is not None:
       pipeline.close()
   bar.finish()
-  seconds['detect'] = tracker.seconds['detect']
+  seconds['detect'] = tracker.seconds['detect'] + tracker.prepare_seconds
   seconds['track'] = tracker.seconds['track']
   result = {key: int(stats[key]) for key in ('frames', 'frames_with_face',
                                              'frames_without_face', 'faces_swapped')}
@@ -693,10 +711,19 @@ def swap_video(swapper, source: Any, target_path: str, output_path: str, *,
       tracker=dict(tracker.counts), fps=info.fps, width=info.width, height=info.height,
       seconds=time.perf_counter() - start, partial=reader.partial,
       frames_announced=reader.announced,
-      stage_seconds={k: float(seconds[k]) for k in STAGES})
+      stage_seconds={k: float(seconds[k]) for k in STAGES},
+      thread_cpu_seconds=dict(pipeline.cpu_seconds, encode=main_cpu),
+      cpu_seconds=_process_cpu() - cpu_start)
   if reader.partial:
     result['partial_message'] = reader.describe()
   return result
 
 
 STAGES = ('decode', 'detect', 'track', 'align', 'model', 'paste', 'encode')
+
+
+def _process_cpu() -> float:
+  """CPU seconds of this process and its finished children (ffmpeg), user + system."""
+  own = resource.getrusage(resource.RUSAGE_SELF)
+  children = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
