@@ -14,14 +14,24 @@ ETA go to the console; TensorBoard to WORKDIR/tensorboard; sample grids
 X_s | X_t | Y | Y_ema to WORKDIR/samples/.
 
 Model: the AEI-Net layout of the paper at 64 px (5 encoder levels, 6 AAD ResBlks) with
-widths / 8 of the paper's (encoder 8..128, AAD blocks 128..8; G+E 1.6M params) and a
+widths / 8 of the paper's (encoder 8..128, AAD blocks 128..32) plus a full-resolution
+attribute level (model.attr_full_res_channels = 16, an fsjax option; G+E 1.65M params) and a
 2-scale, 3-layer PatchGAN (ndf 16).
-Speed: 0.27 s/step at batch 8 (3.7 steps/s, ~30 img/s) on the idle 2-core dev CPU, so
-the 5000 steps take ~25-27 min; compilation ~1 min.
-Expected quality (recorded run, README "Proof that it learns", 2026-11-26: 26.9 min wall):
-on 1000 held-out pairs of synthetic_faces/pairs64 the swap is closer in identity to the
-source than to the target in 97.7% of pairs (our ArcFace) / 91.3% (a second recognizer),
-and its MSE to the true swap is 0.0326 vs 0.0533 for returning X_t and 0.0799 for X_s.
+
+Fidelity (issue 19, docs/fidelity.md; synthetic_faces 2.0.0, where hair and neck belong to
+the target; 300 held-out pairs of pairs64, `python scripts/fidelity.py WORKDIR`, EMA swap vs
+the ground truth; "return X_t" scores 16.91 dB / SSIM 0.591 there). Measured only in short
+runs with a 1500-step synthetic ArcFace (87.05% verification), 2026-12-01, load 5-7 from
+other jobs: FIGURES_G
+The issue's targets (PSNR >= 23.1 dB, SSIM >= 0.75 on 1000 pairs) are NOT met by these
+runs; a fresh 5000-step run of this config has not been measured yet.
+Speed: before the full-resolution level, 0.27 s/step at batch 8 on the idle 2-core dev CPU
+(~25-27 min for 5000 steps; 1000 steps in 191 s wall at load 1.9 on 2026-12-01); with it,
+not yet benchmarked idle (at load 5.5-8: 1000 steps in 644 s vs 568 s for the old widths at
+load ~7, i.e. ~1.1-1.2x the step).
+Older record (dataset 1.0.0, the previous widths, README "Proof that it learns",
+2026-11-26): MSE 0.0326 to the true swap vs 0.0533 for X_t; issue 19 measured 14.4 dB / SSIM
+0.378 for it, below X_t's SSIM (0.458).
 """
 
 from configs import default
@@ -33,7 +43,12 @@ def get_config():
   config.image_size = 64
 
   config.model.attr_channels = (8, 16, 32, 64, 128)  # 64 px -> 2 px in 5 stride-2 convs
-  config.model.gen_channels = (128, 128, 64, 32, 16, 8)
+  # Issue 19 (docs/fidelity.md): the paper's last z_att level is a bilinear x2 of the 32 px
+  # one and the 64 px ResBlk had 8 channels, so nothing carried the target at full
+  # resolution (self-reconstruction 19.3 dB at 1000 steps). A 16-channel full-resolution
+  # attribute level and 32-channel last blocks: 24.3 dB, swap 15.75 -> 17.0 dB.
+  config.model.attr_full_res_channels = 16
+  config.model.gen_channels = (128, 128, 64, 32, 32, 32)
   config.model.id_dim = 128  # configs/arcface_synthetic.py embeds to 128-d
   config.model.dtype = 'float32'  # CPU: bfloat16 is slower there
 

@@ -116,10 +116,13 @@ def test_folder_protocol(ffpp, detector, tmp_path):
   shutil.copy(tmp_path / 'a.png', swaps / 'a_clip_b.png')  # the target itself
   (tmp_path / 'pairs.csv').write_text('source,target\nb.png,a.png\nclip_b.mp4,a.png\n'
                                       'missing.jpg,a.png\n')
+  extra = _random_recognizer(str(tmp_path / 'recognizer'), embedding_dim=16)
   result = run.run_evaluation(pairs=str(tmp_path / 'pairs.csv'), swaps=str(swaps), frames=3,
-                              output_dir=str(tmp_path / 'out'), detector=detector,
-                              progress=False, log=lambda s: None)
+                              recognizers={'mine': extra}, output_dir=str(tmp_path / 'out'),
+                              detector=detector, progress=False, log=lambda s: None)
   assert result['protocol'] == 'folder'
+  assert set(result['recognizers']) == {'dlib', 'mine'}
+  assert result['recognizers']['mine']['cos_source'] <= 1.0 + 1e-6
   rows = _rows(result)
   assert rows['a_b']['id_retrieval_top1'] == 1.0
   assert rows['a_clip_b']['pose_error'] == 0.0 and rows['a_clip_b']['frame_indices'] == [0]

@@ -22,13 +22,9 @@ from fsjax.swap import video
 
 
 def _warm_up(swapper: swapper_lib.Swapper, identity: np.ndarray, batch_size: int) -> None:
-  """Compiles the generator for each padded batch the video can use (1, 2, 4, ... batch)."""
-  size, n = swapper.image_size, 1
-  while True:
-    swapper.generate(np.zeros((n, size, size, 3), np.uint8), identity)
-    if n >= min(batch_size, swapper.batch_size):
-      return
-    n *= 2
+  """Compiles the generator for the one batch shape swap_video uses."""
+  size, n = swapper.image_size, min(batch_size, swapper.batch_size)
+  swapper.generate(np.zeros((n, size, size, 3), np.uint8), identity)
 
 
 def bench_video(clip: str, *, checkpoint: Optional[str] = None, null_model: bool = False,

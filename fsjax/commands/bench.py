@@ -118,7 +118,9 @@ def _video(modes):
         _VIDEO.value, checkpoint=_CHECKPOINT.value, null_model=_NULL_MODEL.value,
         source=_SOURCE.value, batch_size=_BATCH_SIZE.value, detect_every=_DETECT_EVERY.value,
         detect_max_side=_DETECT_SIZE.value)
-  except (FileNotFoundError,) + swap_files.USER_ERRORS as e:
+  except FileNotFoundError as e:
+    return errors.fail('bench', f'file not found: {e}')
+  except swap_files.USER_ERRORS as e:
     return errors.fail('bench', e)
   env = out['environment']
   print(f"# {env['date']} {env['cpu_count']} CPUs, load {env['load_avg_1m']} -> "

@@ -632,7 +632,12 @@ def swap_video(swapper, source: Any, target_path: str, output_path: str, *,
       with_faces = [f for f in pending if f.faces]
       if with_faces:
         start = time.perf_counter()
-        out = swapper.generate(np.concatenate([f.crops for f in with_faces]), identity)
+        crops = np.concatenate([f.crops for f in with_faces])
+        # Every call gets exactly `calls` crops (the last padded): one compiled shape.
+        calls = min(batch_size, swapper.batch_size)
+        padded = np.concatenate([crops, np.repeat(crops[-1:], -len(crops) % calls, axis=0)])
+        out = np.concatenate([swapper.generate(padded[i:i + calls], identity)
+                              for i in range(0, len(padded), calls)])
         seconds['model'] += time.perf_counter() - start
         offset = 0
         for frame in with_faces:
