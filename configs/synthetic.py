@@ -22,13 +22,16 @@ Fidelity (issue 19, docs/fidelity.md; synthetic_faces 2.0.0, where hair and neck
 the target; 300 held-out pairs of pairs64, `python scripts/fidelity.py WORKDIR`, EMA swap vs
 the ground truth; "return X_t" scores 16.91 dB / SSIM 0.591 there). Measured only in short
 runs with a 1500-step synthetic ArcFace (87.05% verification), 2026-12-01, load 5-7 from
-other jobs: FIGURES_G
+other jobs: after 1500 steps (874 s wall), 1000 pairs: 17.34 dB / SSIM 0.514
+(inner face 14.62 dB vs 13.41 for X_t), self-reconstruction 24.75 dB / 0.801, closer to X_s
+than to X_t for the training encoder in 73.2% of pairs; the previous widths at 1000 steps:
+15.87 dB / 0.380, self-reconstruction 19.30 dB / 0.512, 53.0%.
 The issue's targets (PSNR >= 23.1 dB, SSIM >= 0.75 on 1000 pairs) are NOT met by these
 runs; a fresh 5000-step run of this config has not been measured yet.
 Speed: before the full-resolution level, 0.27 s/step at batch 8 on the idle 2-core dev CPU
 (~25-27 min for 5000 steps; 1000 steps in 191 s wall at load 1.9 on 2026-12-01); with it,
-not yet benchmarked idle (at load 5.5-8: 1000 steps in 644 s vs 568 s for the old widths at
-load ~7, i.e. ~1.1-1.2x the step).
+not yet benchmarked idle (4.5 steps/s at load ~2-3 vs 7.4 for the old widths at load ~2;
+1000 steps in 644 s at load 1.7 -> 5.5): roughly 1.2-1.6x the step.
 Older record (dataset 1.0.0, the previous widths, README "Proof that it learns",
 2026-11-26): MSE 0.0326 to the true swap vs 0.0533 for X_t; issue 19 measured 14.4 dB / SSIM
 0.378 for it, below X_t's SSIM (0.458).
