@@ -251,11 +251,8 @@ def _train(config, workdir, stage1: Stage1, data_source) -> lib.HearState:
         accumulated = step_metrics if accumulated is None else merge(accumulated, step_metrics)
       is_last = step == num_steps
       if step % log_every == 0 or is_last:
-        values = loop.metrics_to_host(accumulated)
+        loop.log_interval(step, accumulated, progress, writer)
         accumulated = None
-        timing = progress.update(step, values)
-        writer.write_scalars(step, {f'train/{k}': v for k, v in values.items()})
-        writer.write_scalars(step, {f'perf/{k}': v for k, v in timing.items()})
         loop.check_nonfinite(state, max_nonfinite, step, NONFINITE_ADVICE)
       if samples is not None and (step % sample_every == 0 or is_last):
         hear_vars = {'params': state.params, 'batch_stats': state.batch_stats}

@@ -238,13 +238,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
 
       is_last = step == num_steps
       if step % log_every == 0 or is_last:
-        values = loop.metrics_to_host(accumulated)
+        values = loop.log_interval(step, accumulated, progress, writer)
         accumulated = None
-        timing = progress.update(step, values)
         loop.check_nonfinite(state, max_nonfinite, step, NONFINITE_ADVICE)
         nonfinite_total = int(loop.to_host(state.nonfinite_total))
-        writer.write_scalars(step, {f'train/{k}': v for k, v in values.items()})
-        writer.write_scalars(step, {f'perf/{k}': v for k, v in timing.items()})
         writer.write_scalars(step, {'train/nonfinite_total': nonfinite_total})
         if values.get('skipped', 0.0) > 0 and chief:
           logging.warning('step %d: %.0f%% of the last steps were skipped (non-finite losses '

@@ -38,6 +38,7 @@ import numpy as np
 from fsjax.eval import media as media_lib
 from fsjax.eval import metrics
 from fsjax.eval import report
+from fsjax.train import metric_logging
 
 NO_FACE = 'no_face'
 SKIP_REASONS = (media_lib.MISSING, media_lib.UNREADABLE, NO_FACE)
@@ -181,7 +182,7 @@ def evaluate_jobs(jobs: Sequence[Job], identities: Mapping[str, str], *, frames:
   used = sorted({j.target for j in jobs} | {j.source for j in jobs})
   total = sum(len(sample[identities[i]]) for i in used if identities[i] in sample)
   total += sum(len(sample[identities[j.target]]) for j in jobs if identities[j.target] in sample)
-  bar = report.Progress(total, 'frames', enabled=progress)
+  bar = metric_logging.CountProgress(total, 'frames', enabled=progress, label='eval')
 
   # 1. Gallery (and the swapper's source identities).
   gallery, z_source, source_crop, gallery_rows = {}, {}, {}, {}

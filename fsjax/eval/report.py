@@ -1,14 +1,11 @@
-"""What `fsjax eval` shows and writes: a progress line with ETA, a small table, eval.json
-and a grid PNG of sample swaps, all in one output folder that appears complete or not at
-all (fsjax.eval.atomic)."""
+"""What `fsjax eval` shows and writes: a small table, eval.json and a grid PNG of sample
+swaps, all in one output folder that appears complete or not at all (fsjax.eval.atomic);
+its progress line is fsjax.train.metric_logging.CountProgress."""
 
 import json
-import math
 import os
 import shutil
-import sys
 import tempfile
-import time
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -17,45 +14,6 @@ from fsjax.eval import atomic
 
 RESULT_FILE = 'eval.json'
 GRID_FILE = 'eval_grid.png'
-
-
-class Progress:
-  """'eval: 120/1000 frames  3.1 frames/s  ETA 4:43' on stderr, at most once a second."""
-
-  def __init__(self, total: int, unit: str = 'frames', enabled: bool = True, stream=None,
-               every_s: float = 1.0, label: str = 'eval'):
-    self.total = int(total)
-    self.unit = unit
-    self.enabled = enabled and total > 0
-    self.stream = stream or sys.stderr
-    self.every_s = every_s
-    self.label = label
-    self.done = 0
-    self._start = time.perf_counter()
-    self._last = -math.inf
-
-  def update(self, n: int = 1) -> None:
-    self.done += n
-    now = time.perf_counter()
-    if self.enabled and (now - self._last >= self.every_s or self.done >= self.total):
-      self._last = now
-      self.stream.write('\r' + self.line() + ' ' * 4)
-      self.stream.flush()
-
-  def line(self) -> str:
-    elapsed = time.perf_counter() - self._start
-    rate = self.done / elapsed if elapsed > 0 else 0.0
-    total = max(self.total, self.done)
-    eta = (total - self.done) / rate if rate > 0 else float('nan')
-    eta_text = (f'{int(eta // 3600)}:{int(eta % 3600 // 60):02d}:{int(eta % 60):02d}'
-                if np.isfinite(eta) else '?')
-    return (f'{self.label}: {self.done}/{total} {self.unit}  {rate:.2f} {self.unit}/s  '
-            f'ETA {eta_text}')
-
-  def finish(self) -> None:
-    if self.enabled:
-      self.stream.write('\r' + self.line() + '\n')
-      self.stream.flush()
 
 
 def _cell(value: Any, digits: int) -> str:

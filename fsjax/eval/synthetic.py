@@ -41,6 +41,7 @@ import numpy as np
 from fsjax.data import synthetic_faces
 from fsjax.eval import metrics
 from fsjax.eval import report
+from fsjax.train import metric_logging
 
 CropEmbedder = Callable[[np.ndarray], np.ndarray]
 FIGURES = ('psnr', 'ssim', 'psnr_face', 'ssim_face', 'id_retrieval_top1',
@@ -178,7 +179,7 @@ def evaluate_answers(answers: Mapping[str, np.ndarray], pairs: Mapping[str, np.n
 def generate_swaps(swapper: Any, sources: np.ndarray, targets: np.ndarray,
                    progress: bool = True, batch: int = 64) -> np.ndarray:
   """Y = G(X_t, z_id(X_s)) as uint8 [N, S, S, 3], in batches (progress with ETA)."""
-  bar = report.Progress(len(sources), 'pairs', enabled=progress)
+  bar = metric_logging.CountProgress(len(sources), 'pairs', enabled=progress, label='eval')
   out = []
   for i in range(0, len(sources), batch):
     z = swapper.embed_crops(sources[i:i + batch])

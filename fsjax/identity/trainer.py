@@ -260,11 +260,8 @@ def _train(config, workdir, data_source, eval_source, identity_dir, stop_after, 
         accumulated = step_metrics if accumulated is None else merge(accumulated, step_metrics)
       is_last = step == num_steps
       if step % log_every == 0 or is_last:
-        last_train = loop.metrics_to_host(accumulated)
+        last_train = loop.log_interval(step, accumulated, progress, writer)
         accumulated = None
-        timing = progress.update(step, last_train)
-        writer.write_scalars(step, {f'train/{k}': v for k, v in last_train.items()})
-        writer.write_scalars(step, {f'perf/{k}': v for k, v in timing.items()})
         loop.check_nonfinite(state, max_nonfinite, step, NONFINITE_ADVICE)
       if eval_source is not None and eval_every and step % eval_every == 0 and not is_last:
         run_eval(step)

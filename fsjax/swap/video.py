@@ -23,7 +23,6 @@ import resource
 import signal
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,6 +35,7 @@ import numpy as np
 from fsjax.faces import track as track_lib
 from fsjax.swap import provenance
 from fsjax.swap import swapper as swapper_lib
+from fsjax.train import metric_logging
 
 # The per-frame association + smoothing of earlier versions, kept under their old names.
 FaceTracker = track_lib.FaceTracker
@@ -354,40 +354,6 @@ class VideoWriter:
     return False
 
 
-class Progress:
-  """Console progress line on stderr: frames done / total, frames/s and ETA."""
-
-  def __init__(self, total: int, enabled: bool = True, stream=None, every_s: float = 1.0):
-    self.total = total
-    self.enabled = enabled
-    self.stream = stream or sys.stderr
-    self.every_s = every_s
-    self.done = 0
-    self._start = time.perf_counter()
-    self._last = 0.0
-
-  def update(self, n: int) -> None:
-    self.done += n
-    now = time.perf_counter()
-    if self.enabled and (now - self._last >= self.every_s or self.done >= self.total):
-      self._last = now
-      self.stream.write('\r' + self.line() + ' ' * 4)
-      self.stream.flush()
-
-  def line(self) -> str:
-    elapsed = time.perf_counter() - self._start
-    rate = self.done / elapsed if elapsed > 0 else 0.0
-    total = max(self.total, self.done)
-    eta = (total - self.done) / rate if rate > 0 else float('nan')
-    eta_text = (f'{int(eta // 60):d}:{int(eta % 60):02d}' if np.isfinite(eta) else '?')
-    return f'{self.done}/{total} frames  {rate:.2f} frames/s  ETA {eta_text}'
-
-  def finish(self) -> None:
-    if self.enabled:
-      self.stream.write('\r' + self.line() + '\n')
-      self.stream.flush()
-
-
 class Termination:
   """SIGTERM as a request: `check()` raises SystemExit(143) once the signal has come.
 
@@ -666,7 +632,7 @@ def swap_video(swapper, source: Any, target_path: str, output_path: str, *,
         seconds['paste'] += time.perf_counter() - start
       yield frame
 
-  bar = Progress(info.estimated_frames, enabled=progress)
+  bar = metric_logging.CountProgress(info.estimated_frames, 'frames', enabled=progress)
   start = time.perf_counter()
   cpu_start = _process_cpu()
   pipeline = None

@@ -45,6 +45,17 @@ def metrics_to_host(metrics: Any) -> dict[str, float]:
     return {k: float(v) for k, v in host.compute().items()}
 
 
+def log_interval(step: int, accumulated: Any, progress: metric_logging.Progress,
+                 writer: metric_logging.MetricWriter) -> dict[str, float]:
+  """The end of a log interval: the averaged metrics to the host, one console line, and
+  'train/*' and 'perf/*' scalars to TensorBoard. Returns the metrics {name: float}."""
+  values = metrics_to_host(accumulated)
+  timing = progress.update(step, values)
+  writer.write_scalars(step, {f'train/{k}': v for k, v in values.items()})
+  writer.write_scalars(step, {f'perf/{k}': v for k, v in timing.items()})
+  return values
+
+
 def check_nonfinite(state: Any, max_nonfinite: int, step: int, advice: str) -> None:
   """Raises NonFiniteError once `state.nonfinite_count` consecutive steps were skipped.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import sys
 import time
 from typing import Any, Mapping, Sequence
 
@@ -203,3 +204,42 @@ class Progress:
   def elapsed(self) -> float:
     """Seconds since this Progress was created."""
     return time.perf_counter() - self._start_time
+
+
+class CountProgress:
+  """A carriage-return progress line on stderr for counted work (frames, pairs, images):
+  '[LABEL: ]done/total UNIT  rate UNIT/s  ETA h:mm:ss', at most once per `every_s`."""
+
+  def __init__(self, total: int, unit: str = 'frames', enabled: bool = True, stream=None,
+               every_s: float = 1.0, label: str = ''):
+    self.total = int(total)
+    self.unit = unit
+    self.enabled = enabled and self.total > 0
+    self.stream = stream or sys.stderr
+    self.every_s = every_s
+    self.label = label
+    self.done = 0
+    self._start = time.perf_counter()
+    self._last = -float('inf')
+
+  def update(self, n: int = 1) -> None:
+    self.done += n
+    now = time.perf_counter()
+    if self.enabled and (now - self._last >= self.every_s or self.done >= self.total):
+      self._last = now
+      self.stream.write('\r' + self.line() + ' ' * 4)
+      self.stream.flush()
+
+  def line(self) -> str:
+    elapsed = time.perf_counter() - self._start
+    rate = self.done / elapsed if elapsed > 0 else 0.0
+    total = max(self.total, self.done)
+    eta = (total - self.done) / rate if rate > 0 else float('nan')
+    prefix = f'{self.label}: ' if self.label else ''
+    return (f'{prefix}{self.done}/{total} {self.unit}  {rate:.2f} {self.unit}/s  '
+            f'ETA {_fmt_duration(eta)}')
+
+  def finish(self) -> None:
+    if self.enabled:
+      self.stream.write('\r' + self.line() + '\n')
+      self.stream.flush()
