@@ -36,6 +36,7 @@ from fsjax.faces import align as align_lib
 from fsjax.identity import checkpoint as identity_checkpoint
 from fsjax.swap import export
 from fsjax.swap import ghost as ghost_swap
+from fsjax.bench.torch_reference import convert as torch_convert
 
 TOL = 1e-4  # max |flax - torch| <= TOL * max(1, max |torch|), float32
 ATTR_T = (2, 4, 4, 8, 8, 8, 8)  # tiny widths, GHOST's depth (7 levels)
@@ -56,19 +57,7 @@ def _nparams(tree):
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
-def _randomize_bn(model, seed=0):
-  """Non-trivial BN affine params and running stats so eval mode is really tested."""
-  g = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for m in model.modules():
-      if isinstance(m, torch.nn.BatchNorm2d):
-        c = m.num_features
-        m.weight.copy_(0.5 + torch.rand(c, generator=g))
-        m.bias.copy_(0.1 * torch.randn(c, generator=g))
-        m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
-        m.running_var.copy_(0.5 + torch.rand(c, generator=g))
-        m.num_batches_tracked.fill_(1000)
-  return model
+_randomize_bn = torch_convert.randomize_batch_norm
 
 
 def _tiny_generator(num_blocks, seed=0):

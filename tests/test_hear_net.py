@@ -16,6 +16,7 @@ import torch
 
 from fsjax.models import hear_net
 from fsjax.bench.torch_reference import hear_net as t_hear
+from fsjax.bench.torch_reference import convert as torch_convert
 
 TOL = 1e-4  # max |flax - torch| <= TOL * max(1, max |torch|), float32
 TINY_CHANNELS = (4, 8, 8, 16, 16)  # the paper's depth (5 levels), tiny widths
@@ -45,18 +46,7 @@ def _max_err(got, ref):
   return float(np.max(np.abs(got - ref))), max(1.0, float(np.max(np.abs(ref))))
 
 
-def _randomize_bn(model, seed=0):
-  """Non-trivial BN affine params and running stats so eval mode is really tested."""
-  g = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for m in model.modules():
-      if isinstance(m, torch.nn.BatchNorm2d):
-        c = m.num_features
-        m.weight.copy_(0.5 + torch.rand(c, generator=g))
-        m.bias.copy_(0.1 * torch.randn(c, generator=g))
-        m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
-        m.running_var.copy_(0.5 + torch.rand(c, generator=g))
-  return model
+_randomize_bn = torch_convert.randomize_batch_norm
 
 
 def _bn_counts(channels, size, batch):

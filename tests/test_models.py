@@ -26,6 +26,7 @@ from fsjax.models import layers
 from fsjax.bench.torch_reference import aei as t_aei
 from fsjax.bench.torch_reference import convert
 from fsjax.bench.torch_reference import discriminator as t_disc
+from fsjax.bench.torch_reference import convert as torch_convert
 
 TOL = 1e-4  # max |flax - torch| <= TOL * max(1, max |torch|), float32
 BF16_REL_L2 = 5e-2  # bound on ||bf16 - fp32|| / ||fp32|| (see test_bfloat16_close_to_float32)
@@ -66,18 +67,7 @@ def _assert_close(flax_out, torch_out, tol=TOL, what=''):
   assert err <= tol * scale, f'{what}: max abs err {err:.3g} (scale {scale:.3g})'
 
 
-def _randomize_bn(model, seed=0):
-  """Non-trivial BN affine params and running stats so eval mode is really tested."""
-  g = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for m in model.modules():
-      if isinstance(m, torch.nn.BatchNorm2d):
-        c = m.num_features
-        m.weight.copy_(0.5 + torch.rand(c, generator=g))
-        m.bias.copy_(0.1 * torch.randn(c, generator=g))
-        m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
-        m.running_var.copy_(0.5 + torch.rand(c, generator=g))
-  return model
+_randomize_bn = torch_convert.randomize_batch_norm
 
 
 def _variables(module, converted, *args):

@@ -40,6 +40,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from fsjax.identity import convert as identity_convert
 from fsjax.identity.errors import ConversionError  # one error type for every converter
 
 # Verification results above this (max |y_flax - y_torch| in [-1, 1]) mean a broken conversion.
@@ -428,14 +429,6 @@ def build_discriminator(layout: DiscriminatorLayout, dtype: str = 'float32') -> 
 # Files (torch needed to read them).
 
 
-def _import_torch():
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ConversionError("PyTorch is needed for .pth files: pip install 'fsjax[torch]'") from e
-  return torch
-
-
 def load_state_dict_file(path: str) -> dict[str, np.ndarray]:
   """Reads a GHOST .pth (G_*.pth / D_*.pth: bare state dicts) -> {key: numpy array}.
 
@@ -443,7 +436,7 @@ def load_state_dict_file(path: str) -> dict[str, np.ndarray]:
   file that needs it is refused). Also accepts a state dict nested under 'state_dict' and
   strips a DataParallel 'module.' prefix.
   """
-  torch = _import_torch()
+  torch = identity_convert.import_torch()
   try:
     obj = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # pylint: disable=broad-except

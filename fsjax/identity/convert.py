@@ -175,7 +175,8 @@ def state_dict_to_flax(sd: dict[str, np.ndarray], layers, width: int,
 # arcface_torch .pth
 
 
-def _import_torch():
+def import_torch():
+  """The torch module, or ConversionError saying how to install it."""
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
@@ -189,7 +190,7 @@ def load_pth(path: str) -> dict[str, np.ndarray]:
   Accepts a plain state dict or one nested under 'state_dict'/'model'; strips a
   DataParallel 'module.' prefix.
   """
-  torch = _import_torch()
+  torch = import_torch()
   try:
     obj = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # pylint: disable=broad-except
@@ -222,7 +223,7 @@ def torch_forward(sd: dict[str, np.ndarray], layers, eps: float, x: np.ndarray) 
   Returns:
     [B, D] float32 embeddings (eval mode, not normalised).
   """
-  torch = _import_torch()
+  torch = import_torch()
   import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,invalid-name
   t = {k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()
        if not k.endswith('num_batches_tracked')}

@@ -8,6 +8,7 @@ BatchNorm weight/bias -> scale/bias, running_mean/var -> mean/var.
 """
 
 import numpy as np
+import torch
 from torch import nn
 
 
@@ -117,3 +118,19 @@ def discriminator_to_flax(model) -> dict:
     if s:
       stats[f'scale{k}'] = s
   return _variables(params, stats)
+
+
+def randomize_batch_norm(model, seed: int = 0):
+  """Non-trivial BatchNorm2d affine parameters and running statistics (num_batches_tracked
+  1000), so eval-mode parity really tests them; returns `model`."""
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for m in model.modules():
+      if isinstance(m, torch.nn.BatchNorm2d):
+        c = m.num_features
+        m.weight.copy_(0.5 + torch.rand(c, generator=g))
+        m.bias.copy_(0.1 * torch.randn(c, generator=g))
+        m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
+        m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+        m.num_batches_tracked.fill_(1000)
+  return model
