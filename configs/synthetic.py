@@ -2,7 +2,7 @@ r"""The embedded default: AEI-Net on synthetic_faces/64 with the synthetic-ident
 
 This is the README's "run the main job" command; it needs nothing but the install:
 
-  fsjax train --config configs/synthetic.py --workdir ~/fsjax_runs/synthetic
+  fsjax train --config configs/synthetic.py --workdir workdirs/synthetic
 
 On first use it (1) renders the synthetic_faces/64 dataset into the TFDS data dir
 (about a minute), (2) trains the identity encoder of configs/arcface_synthetic.py into
@@ -18,23 +18,14 @@ widths / 8 of the paper's (encoder 8..128, AAD blocks 128..32) plus a full-resol
 attribute level (model.attr_full_res_channels = 16, an fsjax option; G+E 1.65M params) and a
 2-scale, 3-layer PatchGAN (ndf 16).
 
-Fidelity (issue 19, docs/fidelity.md; synthetic_faces 2.0.0, where hair and neck belong to
-the target; 300 held-out pairs of pairs64, `python scripts/fidelity.py WORKDIR`, EMA swap vs
-the ground truth; "return X_t" scores 16.91 dB / SSIM 0.591 there). Measured only in short
-runs with a 1500-step synthetic ArcFace (87.05% verification), 2026-12-01, load 5-7 from
-other jobs: after 1500 steps (874 s wall), 1000 pairs: 17.34 dB / SSIM 0.514
-(inner face 14.62 dB vs 13.41 for X_t), self-reconstruction 24.75 dB / 0.801, closer to X_s
-than to X_t for the training encoder in 73.2% of pairs; the previous widths at 1000 steps:
-15.87 dB / 0.380, self-reconstruction 19.30 dB / 0.512, 53.0%.
-The issue's targets (PSNR >= 23.1 dB, SSIM >= 0.75 on 1000 pairs) are NOT met by these
-runs; a fresh 5000-step run of this config has not been measured yet.
-Speed: before the full-resolution level, 0.27 s/step at batch 8 on the idle 2-core dev CPU
-(~25-27 min for 5000 steps; 1000 steps in 191 s wall at load 1.9 on 2026-12-01); with it,
-not yet benchmarked idle (4.5 steps/s at load ~2-3 vs 7.4 for the old widths at load ~2;
-1000 steps in 644 s at load 1.7 -> 5.5): roughly 1.2-1.6x the step.
-Older record (dataset 1.0.0, the previous widths, README "Proof that it learns",
-2026-11-26): MSE 0.0326 to the true swap vs 0.0533 for X_t; issue 19 measured 14.4 dB / SSIM
-0.378 for it, below X_t's SSIM (0.458).
+Measured (the command above on a fresh machine, clean workdir and data dir, idle 2-core CPU,
+2026-12-01): 35.8 min end to end (data 1 min, identity encoder 12.2 min at 91.98%
+verification, 5000 AEI-Net steps 23.0 min at 3.4-3.9 steps/s, batch 8). `fsjax eval` on the
+1000 held-out pairs64 pairs, EMA generator: swap 17.86 dB / SSIM 0.541 / face 15.89 dB to the
+ground truth (return X_t: 17.13 / 0.599 / 14.39), ID retrieval top-1 0.128 with the
+independent recognizer (ground truth 0.323), pose error 4.48 deg (regressor's own 4.90),
+self-reconstruction 26.05 dB / 0.863. Issue 19's targets (PSNR >= 23.1 dB, SSIM >= 0.75,
+ID >= 80% of the ground truth's) are NOT met; docs/fidelity.md has the ablations.
 """
 
 from configs import default

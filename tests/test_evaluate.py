@@ -22,22 +22,27 @@ def _pairs(n=6, size=32):
 
 
 class _FakeSwapper:
-  """Returns the target (a copier) or the source as the swap."""
+  """Returns the target (a copier) or the source as the swap; with `refined` it has a
+  'HEAR-Net' whose output is that answer instead (AEI-Net alone still gives `answer`)."""
 
   image_size = 32
 
-  def __init__(self, pairs, answer):
-    self._answer = pairs[answer].astype(np.float32)
-    self._next = 0
+  def __init__(self, pairs, answer, refined=None):
+    self._answers = {False: pairs[answer].astype(np.float32)}
+    if refined:
+      self._answers[True] = pairs[refined].astype(np.float32)
+    self.has_hear = self.use_hear = bool(refined)
+    self._next = {False: 0, True: 0}
 
   def embed_crops(self, crops):
     return np.zeros((len(crops), 4), np.float32)
 
-  def generate(self, crops, z_id):
+  def generate(self, crops, z_id, hear=None):
     assert len(crops) == len(z_id)
-    out = self._answer[self._next:self._next + len(crops)]
-    self._next += len(crops)
-    return out
+    refine = self.has_hear and (self.use_hear if hear is None else hear)
+    start = self._next[refine]
+    self._next[refine] += len(crops)
+    return self._answers[refine][start:start + len(crops)]
 
 
 def _pixel_embedder(crops):
@@ -107,3 +112,33 @@ def test_face_region_is_the_face():
   assert mask.dtype == bool and mask.shape == (2, 64, 64)
   assert mask[:, 30:34, 30:34].all()  # the face centre
   assert not mask[:, :3].any() and not mask[:, :, :3].any()  # the frame border
+
+
+def test_occluded_pairs_score_hear_against_aei_alone():
+  """On occluded pairs a HEAR-Net swapper gets its own row and the AEI-Net-alone row, and
+  every answer the PSNR inside the occluder: a copier of the target keeps a hand exactly."""
+  records = synthetic_faces.occluded_pair_records(0, 'test', 32, 12, 100, 0, 6)
+  decode = lambda b: np.asarray(__import__('cv2').imdecode(np.frombuffer(b, np.uint8), -1))
+  pairs = {k: np.stack([decode(r[k])[..., ::-1] for _, r in records])
+           for k in ('source', 'target', 'swap')}
+  pairs['occluder'] = np.stack([decode(r['occluder_mask']) > synthetic.OCCLUDER_THRESHOLD
+                                for _, r in records])
+  for k in ('source_label', 'target_label', 'identity_params', 'attribute_params'):
+    pairs[k] = np.stack([r[k] for _, r in records])
+  assert pairs['occluder'].reshape(6, -1).any(axis=1).all()  # every target is occluded
+  result = synthetic.evaluate_swapper(_FakeSwapper(pairs, 'target', refined='swap'), pairs,
+                                      _estimators())
+  aei = result['reference'][synthetic.AEI_ONLY]
+  assert result['hear'] and result['psnr_occluder'] == metrics.PSNR_CAP  # = GT
+  assert aei['psnr'] == pytest.approx(result['reference']['target']['psnr'])
+  hands = pairs['attribute_params'][:, synthetic_faces.ATTRIBUTE_FIELDS.index('occluder')] == (
+      synthetic_faces.OCCLUDER_HAND)
+  assert hands.any()
+  expected = metrics.mean_psnr(metrics.psnr(pairs['target'], pairs['swap'],
+                                            mask=pairs['occluder']))
+  assert aei['psnr_occluder'] == pytest.approx(expected) and expected < metrics.PSNR_CAP
+  # Where a hand covers the pixel fully, X_t and the true swap agree exactly.
+  occ = np.stack([decode(r['occluder_mask']) == 255 for _, r in records])[hands]
+  assert np.array_equal(pairs['target'][hands][occ], pairs['swap'][hands][occ])
+  text = synthetic.format_report(result)
+  assert 'swap (AEI + HEAR)' in text and 'AEI-Net alone' in text and 'PSNR occl.' in text

@@ -114,7 +114,7 @@ def test_param_count_and_shapes_at_256():
   """Paper widths at 256 px (abstract evaluation only): 16,663,043 params == torch, the
   layer shapes of the design notes, output [B, 256, 256, 3] float32 (also in bf16)."""
   x = jax.ShapeDtypeStruct((2, 256, 256, 6), jnp.float32)
-  config = ml_collections.ConfigDict({'channels': t_hear.PAPER_CHANNELS})
+  config = ml_collections.ConfigDict({'channels': t_hear.PAPER_CHANNELS, 'full_res_channels': 0})
   model = hear_net.from_config(config)
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
   assert _nparams(variables['params']) == PAPER_PARAMS
@@ -187,3 +187,29 @@ def test_train_mode_gradients_match_torch():
     assert err <= TOL * scale, f'{jax.tree_util.keystr(path)}: {err:.3g} (scale {scale:.3g})'
   print(f'HEAR-Net gradient parity: worst max err / max(1, max |ref|) {worst:.2e}')
 
+
+
+def test_full_resolution_path_option():
+  """hear.full_res_channels (fsjax option): one Conv 3x3 of the input concatenated before the
+  output conv, exactly its parameters more; it lets an output pixel follow its own input
+  pixel (a one-pixel change of dY_t moves that output pixel through this path alone)."""
+  x = jax.ShapeDtypeStruct((1, 32, 32, 6), jnp.float32)
+  plain = hear_net.HEARNet(channels=TINY_CHANNELS)
+  wide = hear_net.from_config(ml_collections.ConfigDict(
+      {'channels': TINY_CHANNELS, 'full_res_channels': 5}))
+  v_plain = jax.eval_shape(plain.init, jax.random.key(0), x)
+  v_wide = jax.eval_shape(wide.init, jax.random.key(0), x)
+  assert _nparams(v_wide['params']) - _nparams(v_plain['params']) == (
+      3 * 3 * 6 * 5 + 5) + 3 * 3 * 5 * 3
+  assert v_wide['params']['full_res_conv']['kernel'].shape == (3, 3, 6, 5)
+  variables = wide.init(jax.random.key(0), jnp.zeros(x.shape))
+  # With the out conv's weights on the U-Net channels zeroed, an output pixel is a function
+  # of the 5 x 5 input pixels around it alone (two 3x3 convs at full resolution).
+  kernel = variables['params']['out_conv']['kernel']
+  unet_channels = kernel.shape[2] - 5
+  variables['params']['out_conv']['kernel'] = kernel.at[:, :, :unet_channels].set(0.0)
+  inputs = jax.random.normal(jax.random.key(1), x.shape)
+  grad = jax.grad(lambda a: wide.apply(variables, a)[0, 16, 16, 0])(inputs)
+  support = np.argwhere(np.abs(np.asarray(grad[0])).sum(axis=-1) > 0)
+  assert len(support) and support.min(axis=0).tolist() == [14, 14]
+  assert support.max(axis=0).tolist() == [18, 18]

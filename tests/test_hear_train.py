@@ -66,6 +66,7 @@ def _batch(n=4, seed=0):
 
 def test_inputs_losses_and_sharded_step(stage1):
   config = _hear_config()
+  config.loss.id, config.loss.chg, config.loss.rec = 0.5, 2.0, 3.0  # each weight counts
   hear = lib.build_hear(config)
   # SGD(1.0): new params = params - grad, so the two meshes compare gradients directly (Adam
   # with b1 = 0 blows float noise in ~0 gradients up to +-lr).
@@ -113,7 +114,7 @@ def test_inputs_losses_and_sharded_step(stage1):
   assert m1['id'] == pytest.approx(want_id, rel=1e-4, abs=1e-6)
   assert m1['chg'] == pytest.approx(want_chg, rel=1e-4)
   assert m1['rec'] == pytest.approx(want_rec, rel=1e-4)
-  assert m1['loss'] == pytest.approx(want_id + want_chg + want_rec, rel=1e-4)
+  assert m1['loss'] == pytest.approx(0.5 * want_id + 2.0 * want_chg + 3.0 * want_rec, rel=1e-4)
 
 
 def test_loop_trains_resumes_and_uses_the_hardest(stage1, tmp_path):
@@ -201,6 +202,9 @@ def test_export_carries_hear_and_the_swapper_applies_it(tmp_path_factory, jax_ca
   bundle = export.load_bundle(out)
   assert bundle.meta['hear']['source']['step'] == 7
   assert list(bundle.meta['hear']['channels']) == [4, 8]
+  assert bundle.meta['hear']['full_res_channels'] == config.hear.full_res_channels == 16
+  older = dict(bundle.meta, hear={'channels': [4, 8]})  # an export before the option
+  assert export.build_hear(older).full_res_channels == 0
   np.testing.assert_array_equal(jax.tree.leaves(bundle.hear_variables['batch_stats'])[0],
                                 np.asarray(jax.tree.leaves(state.batch_stats)[0]))
 

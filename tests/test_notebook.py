@@ -34,10 +34,11 @@ def test_swap_in_colab_notebook_runs(tmp_path, tmp_path_factory, monkeypatch):
   outputs = [o for cell in nb.cells if cell.cell_type == 'code' for o in cell.get('outputs', [])]
   assert not [o for o in outputs if o.output_type == 'error']
   images = [o for o in outputs if o.output_type == 'display_data' and 'image/png' in o.data]
-  assert len(images) >= 3  # source | target | result, the crops, the video frame
+  assert len(images) >= 4  # source | target | result, the crops, AEI alone, the video frame
   text = ''.join(o.get('text', '') for o in outputs if o.output_type == 'stream')
   assert "'frames': 2" in text and 'synthetic-media mark in the MP4: True' in text
   assert 'model: GHOST G_unet_2blocks' in text and "alignment 'ghost224'" in text
+  assert 'this export has no HEAR-Net' in text  # the AEI-Net-alone comparison cell ran
   swap_png = out_dir / 'swap.png'
   assert provenance.is_marked_synthetic(str(swap_png))
   with Image.open(swap_png) as im:

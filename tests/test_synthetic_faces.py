@@ -161,3 +161,28 @@ def test_feature_windows_never_clip(monkeypatch):
   windowed = sf.render_batch(ids, atts, 48)
   monkeypatch.setattr(sf._Canvas, 'window', lambda self, centre, radius: self.full())
   np.testing.assert_array_equal(sf.render_batch(ids, atts, 48), windowed)
+
+
+def test_occluder_mask_is_where_the_occluder_is_drawn():
+  """render_batch's occluder mask: zero without an occluder; with glasses or a hand it covers
+  exactly the pixels that differ from the same scene without it (and changes no image)."""
+  ident = np.stack([_identity(i) for i in range(3)])
+  plain = np.stack([_attributes(i, **_FRONTAL) for i in range(3)])
+  occluded = plain.copy()
+  occluded[1] = sf.replace_fields(plain[1], sf.ATTRIBUTE_FIELDS,
+                                  **sf.sample_occluder(np.random.default_rng(1),
+                                                       sf.OCCLUDER_GLASSES))
+  occluded[2] = sf.replace_fields(plain[2], sf.ATTRIBUTE_FIELDS,
+                                  **sf.sample_occluder(np.random.default_rng(2),
+                                                       sf.OCCLUDER_HAND))
+  images, face, occ = sf.render_batch(ident, occluded, S, return_face_mask=True,
+                                      return_occluder_mask=True)
+  np.testing.assert_array_equal(images, sf.render_batch(ident, occluded, S))
+  np.testing.assert_array_equal(face, sf.render_batch(ident, occluded, S, True)[1])
+  assert occ.shape == (3, S, S) and occ.min() >= 0.0 and occ.max() <= 1.0
+  assert not occ[0].any()
+  changed = np.any(images != sf.render_batch(ident, plain, S), axis=-1)
+  for i in (1, 2):
+    assert occ[i].sum() > 20
+    assert not changed[i][occ[i] == 0].any()  # nothing drawn outside the mask
+    assert changed[i][occ[i] > 0.5].mean() > 0.9

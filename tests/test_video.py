@@ -303,3 +303,28 @@ def test_cli_video_errors_sigterm_and_bench(tiny, tmp_path, tmp_path_factory):
   assert {'fps', 'stages', 'frames', 'frames_with_face'} <= set(report)
   assert set(report['stages']) == set(video.STAGES) and report['frames'] == 8
   assert report['frames_with_face'] == 8 and report['fps'] > 0
+
+
+def test_benchmark_clip_script(tmp_path):
+  """scripts/make_video_clip.py (the clips of docs/swap.md "Video"): 1280 x 720 at 30 fps,
+  the face moves in the moving clip and stays in the still one; the photo is untouched."""
+  photo = tmp_path / 'photo.png'
+  cv2.imwrite(str(photo), skimage.data.astronaut()[..., ::-1])
+  before = photo.read_bytes()
+  script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts',
+                        'make_video_clip.py')
+  for name, extra in (('moving.mp4', []), ('still.mp4', ['--still'])):
+    subprocess.run([sys.executable, script, str(photo), str(tmp_path / name), '--frames', '3',
+                    *extra], check=True, capture_output=True)
+  assert photo.read_bytes() == before
+  frames = {}
+  for name in ('moving.mp4', 'still.mp4'):
+    info = video.read_video_info(str(tmp_path / name))
+    assert (info.width, info.height, round(info.fps)) == (1280, 720, 30)
+    frames[name] = [f.astype(np.float32) for f, _ in zip(video.iter_frames(info, 1), range(3))]
+  moving, still = frames['moving.mp4'], frames['still.mp4']
+  assert len(moving) == len(still) == 3
+  assert np.abs(moving[2] - moving[0]).mean() > 5 * np.abs(still[2] - still[0]).mean()
+  bad = subprocess.run([sys.executable, script, str(photo), str(tmp_path / 'x.avi')],
+                       capture_output=True, text=True)
+  assert bad.returncode == 2 and bad.stderr.startswith('error:')

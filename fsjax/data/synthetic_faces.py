@@ -197,17 +197,7 @@ def sample_attributes(rng: np.random.Generator) -> np.ndarray:
   p['scale'] = u(0.9, 1.08)
   p['shift_x'] = u(-0.05, 0.05)
   p['shift_y'] = u(-0.05, 0.05)
-  kind = rng.choice(3, p=(0.7, 0.15, 0.15))
-  p['occluder'] = float(kind)
-  if kind == OCCLUDER_HAND:
-    occ = _sample_skin(rng)
-  else:
-    occ = rng.uniform(0.02, 0.6, 3) * (1.0 if rng.uniform() < 0.5 else 0.3)
-  p['occ_r'], p['occ_g'], p['occ_b'] = occ
-  p['occ_x'] = u(-0.45, 0.45)
-  p['occ_y'] = u(0.15, 0.6)
-  p['occ_size'] = u(0.0, 1.0)
-  p['occ_angle'] = u(-0.8, 0.8)
+  p.update(sample_occluder(rng, rng.choice(3, p=(0.7, 0.15, 0.15))))
   if rng.uniform() < 0.1:  # dyed hair
     hair = rng.uniform(0.05, 0.95, 3).astype(np.float32)
   else:
@@ -220,6 +210,23 @@ def sample_attributes(rng: np.random.Generator) -> np.ndarray:
   p['hair_part'] = u(-1.0, 1.0)
   p['neck_width'] = u(0.17, 0.27)
   return attributes_from_dict(p)
+
+
+def sample_occluder(rng: np.random.Generator, kind: int) -> dict[str, float]:
+  """The occluder fields of ATTRIBUTE_FIELDS for an occluder of `kind` (OCCLUDER_*): colour
+  (skin for a hand), position, size and angle, drawn from rng."""
+  u = rng.uniform
+  p = {'occluder': float(kind)}
+  if kind == OCCLUDER_HAND:
+    occ = _sample_skin(rng)
+  else:
+    occ = rng.uniform(0.02, 0.6, 3) * (1.0 if rng.uniform() < 0.5 else 0.3)
+  p['occ_r'], p['occ_g'], p['occ_b'] = occ
+  p['occ_x'] = u(-0.45, 0.45)
+  p['occ_y'] = u(0.15, 0.6)
+  p['occ_size'] = u(0.0, 1.0)
+  p['occ_angle'] = u(-0.8, 0.8)
+  return p
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,6 +458,13 @@ class _Scene:
     self.brow = _rgb(self.ip, 'brow')  # brows and beard: the identity's
     self.nose_tip_y = self.ip['eye_height'] + self.ip['nose_length']
     self.eye_centres = []
+    self.occluder_alpha = np.zeros((self.batch, size, size), np.float32)
+
+  def _occlude(self, win, alpha):
+    """Adds coverage alpha [B, h, w] to the occluder mask inside the window (union)."""
+    y0, y1, x0, x1 = win
+    region = self.occluder_alpha[:, y0:y1, x0:x1]
+    region += alpha * (1.0 - region)
 
   def draw_clothes(self):
     s, canvas = self.head.scale, self.canvas
@@ -708,7 +722,9 @@ class _Scene:
       f = _Frame(centre, _rot2(roll) * s[:, None, None], self.size)
       u, v = f.local(canvas, win)
       d_lens = _ellipse_sdf(u, v, _col(lens_r), _col(lens_r) * 0.78)
-      canvas.paint(win, 0.18 * on * _coverage(d_lens, f.k), occ)  # tinted glass
+      lens = on * _coverage(d_lens, f.k)
+      canvas.paint(win, 0.18 * lens, occ)  # tinted glass
+      self._occlude(win, lens)
       ring = np.abs(d_lens) - 0.011
       d_frame = ring if d_frame is None else np.minimum(d_frame, ring)
     f = _Frame(mid, _rot2(roll) * s[:, None, None], self.size)
@@ -716,7 +732,9 @@ class _Scene:
     half = 0.5 * np.linalg.norm(right - left, axis=-1) / s - lens_r
     d_bridge = np.maximum(np.abs(v + 0.25 * _col(lens_r)) - 0.009,
                           np.abs(u) - _col(np.maximum(half, 0.0) + 0.01))
-    canvas.paint(win, on * _coverage(np.minimum(d_frame, d_bridge), f.k), occ)
+    frame = on * _coverage(np.minimum(d_frame, d_bridge), f.k)
+    canvas.paint(win, frame, occ)
+    self._occlude(win, frame)
 
   def draw_hand(self):
     """A palm, four fingers (with creases between them) and a thumb."""
@@ -745,6 +763,7 @@ class _Scene:
     occ = _rgb(ap, 'occ')
     hand_alpha = on * _coverage(d_hand, f.k)
     canvas.paint(win, hand_alpha, occ, factor=0.82 + 0.18 * np.clip(0.5 - v, 0.0, 1.0))
+    self._occlude(win, hand_alpha)
     canvas.paint(win, 0.45 * hand_alpha * _coverage(creases, f.k) * (v < 0.1), occ * 0.7)
 
   def finish(self):
@@ -759,7 +778,7 @@ class _Scene:
 
 
 def render_batch(identity: np.ndarray, attributes: np.ndarray, size: int,
-                 return_face_mask: bool = False):
+                 return_face_mask: bool = False, return_occluder_mask: bool = False):
   """Renders a batch of faces (vectorised over the batch; results do not depend on it).
 
   Args:
@@ -767,9 +786,12 @@ def render_batch(identity: np.ndarray, attributes: np.ndarray, size: int,
     attributes: float [B, ATTRIBUTE_DIM] (from sample_attributes).
     size: output side S in pixels.
     return_face_mask: also return the coverage of the face outline [B, S, S] in [0, 1].
+    return_occluder_mask: also return the occluder's coverage [B, S, S] in [0, 1] (the
+      glasses' lenses and frame, the hand; zeros without an occluder).
 
   Returns:
-    uint8 [B, S, S, 3] RGB images in [0, 255] (and the mask when asked).
+    uint8 [B, S, S, 3] RGB images in [0, 255], followed by the asked masks in this order:
+    (images, face_mask, occluder_mask).
   """
   scene = _Scene(np.asarray(identity, np.float32), np.asarray(attributes, np.float32), size)
   scene.draw_clothes()
@@ -785,9 +807,9 @@ def render_batch(identity: np.ndarray, attributes: np.ndarray, size: int,
   if np.any(kind == OCCLUDER_HAND):
     scene.draw_hand()
   out = scene.finish()
-  if return_face_mask:
-    return out, scene.face_alpha.astype(np.float32)
-  return out
+  masks = ([scene.face_alpha.astype(np.float32)] if return_face_mask else []) + (
+      [scene.occluder_alpha] if return_occluder_mask else [])
+  return (out, *masks) if masks else out
 
 
 def inner_face_mask(identity: np.ndarray, attributes: np.ndarray, size: int) -> np.ndarray:
@@ -873,11 +895,15 @@ def face_records(seed: int, split: str, size: int, images_per_identity: int,
 
 
 def pair_records(seed: int, split: str, size: int, num_identities: int, label_offset: int,
-                 start: int, stop: int) -> list:
+                 start: int, stop: int, occluded: bool = False) -> list:
   """Pair records start..stop-1 of a split: (key, {source, target, swap, ...}).
 
   Source and target identities are two different identities of the split (drawn from
   `num_identities`); swap = render(identity of source, attributes of target).
+  With `occluded`, every target carries an occluder (glasses or a hand, half each; the source
+  none), the true swap keeps it (it is a target attribute), and the record adds
+  'occluder_mask': the occluder's coverage in the swap as uint8 [S, S, 1] PNG (0-255). The
+  sources, targets and identities are those of the plain pairs; only the occluders differ.
   """
   from fsjax.data import tfds_utils  # pylint: disable=g-import-not-at-top
   if num_identities < 2:
@@ -892,14 +918,35 @@ def pair_records(seed: int, split: str, size: int, num_identities: int, label_of
     labels.append((label_offset + i_s, label_offset + i_t))
     src_ids.append(sample_identity(identity_rng(seed, split, i_s)))
     tgt_ids.append(sample_identity(identity_rng(seed, split, i_t)))
-    src_atts.append(sample_attributes(attribute_rng(seed, pair_split, k, 0)))
-    tgt_atts.append(sample_attributes(attribute_rng(seed, pair_split, k, 1)))
+    src_att = sample_attributes(attribute_rng(seed, pair_split, k, 0))
+    tgt_att = sample_attributes(attribute_rng(seed, pair_split, k, 1))
+    if occluded:
+      rng = attribute_rng(seed, pair_split, k, 3)
+      kind = (OCCLUDER_GLASSES, OCCLUDER_HAND)[int(rng.integers(2))]
+      src_att = replace_fields(src_att, ATTRIBUTE_FIELDS, occluder=float(OCCLUDER_NONE))
+      tgt_att = replace_fields(tgt_att, ATTRIBUTE_FIELDS, **sample_occluder(rng, kind))
+    src_atts.append(src_att)
+    tgt_atts.append(tgt_att)
   n = len(labels)
-  images = render_batch(np.stack(src_ids + tgt_ids + src_ids),
-                        np.stack(src_atts + tgt_atts + tgt_atts), size)
+  images, occluder = render_batch(np.stack(src_ids + tgt_ids + src_ids),
+                                  np.stack(src_atts + tgt_atts + tgt_atts), size,
+                                  return_occluder_mask=True)
   png = tfds_utils.encode_png
-  return [(k, {'source': png(images[m]), 'target': png(images[n + m]),
-               'swap': png(images[2 * n + m]),
-               'source_label': labels[m][0], 'target_label': labels[m][1],
-               'identity_params': src_ids[m], 'attribute_params': tgt_atts[m]})
-          for m, k in enumerate(keys)]
+  records = []
+  for m, k in enumerate(keys):
+    record = {'source': png(images[m]), 'target': png(images[n + m]),
+              'swap': png(images[2 * n + m]),
+              'source_label': labels[m][0], 'target_label': labels[m][1],
+              'identity_params': src_ids[m], 'attribute_params': tgt_atts[m]}
+    if occluded:
+      record['occluder_mask'] = png(np.rint(255.0 * occluder[2 * n + m])[..., None]
+                                    .astype(np.uint8))
+    records.append((k, record))
+  return records
+
+
+def occluded_pair_records(seed: int, split: str, size: int, num_identities: int,
+                          label_offset: int, start: int, stop: int) -> list:
+  """`pair_records(..., occluded=True)`: the records of the occludedN configs."""
+  return pair_records(seed, split, size, num_identities, label_offset, start, stop,
+                      occluded=True)

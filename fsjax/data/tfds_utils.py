@@ -18,10 +18,11 @@ ARRAY_RECORD = 'array_record'
 
 
 def encode_png(image: np.ndarray) -> bytes:
-  """uint8 [H, W, 3] RGB -> PNG bytes (zlib level 1: fast, ~5 KB per 64 px face)."""
+  """uint8 [H, W, 3] RGB or [H, W, 1] grey -> PNG bytes (zlib level 1: fast, ~5 KB per 64 px
+  face)."""
   image = np.asarray(image)
-  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-    raise ValueError(f'expected uint8 [H, W, 3], got {image.dtype} {image.shape}')
+  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (1, 3):
+    raise ValueError(f'expected uint8 [H, W, 3] or [H, W, 1], got {image.dtype} {image.shape}')
   ok, buf = cv2.imencode('.png', np.ascontiguousarray(image[..., ::-1]),
                          [cv2.IMWRITE_PNG_COMPRESSION, 1])
   if not ok:

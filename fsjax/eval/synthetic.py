@@ -28,6 +28,11 @@ and "return X_s" (the floors), `answer_figures` reports:
   (metrics.unchanged_fraction). The generator repaints the whole crop, so for Y this
   measures how much of the target's surroundings it reproduced bit-exactly (real frames get
   1.0 from the paste-back); GT shows how much a correct swap changes there (hair, ears).
+
+On occluded pairs (synthetic_faces/occludedN, whose records carry `occluder_mask`) every
+answer also gets psnr_occluder: PSNR to GT inside the occluder (coverage > 0.5), HEAR-Net's
+figure. A swapper with a HEAR-Net is scored as AEI-Net + HEAR-Net (Y) and, as reference
+'aei', as AEI-Net alone.
 """
 
 import dataclasses
@@ -47,7 +52,8 @@ CropEmbedder = Callable[[np.ndarray], np.ndarray]
 FIGURES = ('psnr', 'ssim', 'psnr_face', 'ssim_face', 'id_retrieval_top1',
            'id_retrieval_top5', 'cos_source', 'cos_target', 'pose_error', 'expression_error',
            'unchanged_outside_mask')
-REFERENCES = ('ground_truth', 'target', 'source')  # answers other than the swap
+AEI_ONLY = 'aei'  # the reference answer of a swapper with a HEAR-Net: AEI-Net alone
+OCCLUDER_THRESHOLD = 127  # occluder_mask value (0-255) above which a pixel is occluded
 FACE_THRESHOLD = 0.5  # renderer coverage above which a pixel is in the face region
 INDEPENDENT = 'independent'  # the recognizer whose figures are the top-level ones
 TRAINING = 'train'  # the swapper's own identity encoder (information only)
@@ -77,8 +83,8 @@ def load_pairs(name: str, data_dir: str = '', split: str = 'test',
 
   Returns:
     {'source', 'target', 'swap': uint8 [N, S, S, 3], 'source_label', 'target_label':
-     int64 [N], 'identity_params': float32 [N, 49] (of the source), 'attribute_params':
-     float32 [N, 38] (of the target)}.
+     int64 [N], 'identity_params': float32 [N, 44] (of the source), 'attribute_params':
+     float32 [N, 46] (of the target)}, plus 'occluder': bool [N, S, S] on occluded pairs.
   """
   from fsjax.data import build  # pylint: disable=g-import-not-at-top
   from fsjax.data import input_pipeline  # pylint: disable=g-import-not-at-top
@@ -89,6 +95,9 @@ def load_pairs(name: str, data_dir: str = '', split: str = 'test',
   records = source.__getitems__(list(range(n))) if n else []
   out = {k: np.stack([np.asarray(r[k], np.uint8) for r in records])
          for k in ('source', 'target', 'swap')} if n else {}
+  if n and 'occluder_mask' in records[0]:
+    out['occluder'] = np.stack([np.asarray(r['occluder_mask'], np.uint8).reshape(
+        out['swap'].shape[1:3]) > OCCLUDER_THRESHOLD for r in records])
   for k, dtype in (('source_label', np.int64), ('target_label', np.int64),
                    ('identity_params', np.float32), ('attribute_params', np.float32)):
     if n and k in records[0]:
@@ -170,6 +179,9 @@ def evaluate_answers(answers: Mapping[str, np.ndarray], pairs: Mapping[str, np.n
     fig['expression_error'] = metrics.expression_error(expr_a, expr_t)
     fig['unchanged_outside_mask'] = float(np.nanmean(
         metrics.unchanged_fraction(answer, xt, face)))
+    if 'occluder' in pairs:
+      fig['psnr_occluder'] = metrics.mean_psnr(metrics.psnr(answer, gt,
+                                                            mask=pairs['occluder']))
   return {'figures': figures, 'recognizers': per_recognizer,
           'face_region_fraction': float(face.mean()),
           'ground_truth_rerender_match': float(np.mean(np.all(rerendered == gt,
@@ -177,13 +189,15 @@ def evaluate_answers(answers: Mapping[str, np.ndarray], pairs: Mapping[str, np.n
 
 
 def generate_swaps(swapper: Any, sources: np.ndarray, targets: np.ndarray,
-                   progress: bool = True, batch: int = 64) -> np.ndarray:
-  """Y = G(X_t, z_id(X_s)) as uint8 [N, S, S, 3], in batches (progress with ETA)."""
+                   progress: bool = True, batch: int = 64,
+                   hear: Optional[bool] = None) -> np.ndarray:
+  """Y = G(X_t, z_id(X_s)) as uint8 [N, S, S, 3], in batches (progress with ETA); `hear`
+  as in Swapper.generate (None: refined by the swapper's HEAR-Net when it uses one)."""
   bar = metric_logging.CountProgress(len(sources), 'pairs', enabled=progress, label='eval')
   out = []
   for i in range(0, len(sources), batch):
     z = swapper.embed_crops(sources[i:i + batch])
-    y = swapper.generate(targets[i:i + batch], z)
+    y = swapper.generate(targets[i:i + batch], z, hear=hear)
     out.append(np.clip(np.rint(y), 0, 255).astype(np.uint8))
     bar.update(len(z))
   bar.finish()
@@ -195,9 +209,9 @@ def evaluate_swapper(swapper: Any, pairs: Mapping[str, np.ndarray], estimators: 
   """All figures for `swapper` (fsjax.swap.swapper.Swapper) on `pairs` (see load_pairs).
 
   Returns:
-    {FIGURES of Y..., 'num_pairs', 'reference': {'ground_truth' | 'target' | 'source':
-     {FIGURES}}, 'recognizers': {name: {answer: ID figures}}, 'estimators', ...,
-     'swaps': uint8 [N, S, S, 3] (Y)}.
+    {FIGURES of Y..., 'num_pairs', 'hear', 'reference': {'ground_truth' | 'target' |
+     'source' (| 'aei' with a HEAR-Net): {FIGURES}}, 'recognizers': {name: {answer: ID
+     figures}}, 'estimators', ..., 'swaps': uint8 [N, S, S, 3] (Y) (and 'swaps_aei')}.
   """
   xs, xt = pairs['source'], pairs['target']
   if xs.shape[1] != swapper.image_size:
@@ -205,11 +219,18 @@ def evaluate_swapper(swapper: Any, pairs: Mapping[str, np.ndarray], estimators: 
                      f'{swapper.image_size} px')
   y = generate_swaps(swapper, xs, xt, progress)
   answers = {'swap': y, 'ground_truth': pairs['swap'], 'target': xt, 'source': xs}
+  hear = bool(swapper.has_hear and swapper.use_hear)
+  if hear:
+    answers[AEI_ONLY] = generate_swaps(swapper, xs, xt, progress, hear=False)
   scored = evaluate_answers(answers, pairs, estimators)
-  result = {'protocol': 'synthetic'}
+  result = {'protocol': 'synthetic', 'hear': hear}
   result.update(scored['figures']['swap'])
   result['num_pairs'] = int(len(xs))
-  result['reference'] = {name: scored['figures'][name] for name in REFERENCES}
+  result['reference'] = {name: scored['figures'][name] for name in answers if name != 'swap'}
+  if 'occluder' in pairs:
+    result['occluder_region'] = {
+        'definition': f'occluder_mask of the pairs > {OCCLUDER_THRESHOLD} (of 255)',
+        'fraction_of_pixels': float(pairs['occluder'].mean())}
   result['recognizers'] = scored['recognizers']
   result['estimators'] = dict(estimators.info)
   result['face_region'] = {
@@ -219,24 +240,33 @@ def evaluate_swapper(swapper: Any, pairs: Mapping[str, np.ndarray], estimators: 
       'ground_truth_rerender_match': scored['ground_truth_rerender_match']}
   result['psnr_cap_db'] = metrics.PSNR_CAP
   result['swaps'] = y
+  if hear:
+    result['swaps_aei'] = answers[AEI_ONLY]
   return result
 
 
-_ROWS = (('swap', 'swap (Y)'), ('ground_truth', 'ground truth'), ('target', 'return X_t'),
-         ('source', 'return X_s'))
+_ROWS = (('swap', 'swap (Y)'), (AEI_ONLY, 'AEI-Net alone'), ('ground_truth', 'ground truth'),
+         ('target', 'return X_t'), ('source', 'return X_s'))
 
 
 def format_report(result: Mapping[str, Any]) -> str:
   """The console summary: one table row per answer, then the estimators' own errors."""
   rows = []
+  occluded = 'psnr_occluder' in result
   for key, label in _ROWS:
+    if key != 'swap' and key not in result['reference']:
+      continue
     fig = result if key == 'swap' else result['reference'][key]
-    rows.append([label, fig['psnr'], fig['ssim'], fig['psnr_face'], fig['id_retrieval_top1'],
-                 fig['id_retrieval_top5'], fig['pose_error'], fig['expression_error'],
-                 fig['unchanged_outside_mask']])
-  lines = [f'synthetic protocol: {result["num_pairs"]} held-out pairs',
-           report.table(rows, ('', 'PSNR', 'SSIM', 'PSNR face', 'ID top-1', 'ID top-5',
-                               'pose err', 'expr err', 'unchanged'))]
+    if key == 'swap' and result.get('hear'):
+      label = 'swap (AEI + HEAR)'
+    rows.append([label, fig['psnr'], fig['ssim'], fig['psnr_face']]
+                + ([fig['psnr_occluder']] if occluded else [])
+                + [fig['id_retrieval_top1'], fig['id_retrieval_top5'], fig['pose_error'],
+                   fig['expression_error'], fig['unchanged_outside_mask']])
+  header = ('', 'PSNR', 'SSIM', 'PSNR face') + (('PSNR occl.',) if occluded else ()) + (
+      'ID top-1', 'ID top-5', 'pose err', 'expr err', 'unchanged')
+  lines = [f'synthetic protocol: {result["num_pairs"]} held-out pairs'
+           + (' (occluded targets)' if occluded else ''), report.table(rows, header)]
   est = result.get('estimators', {})
   held = est.get('pose_expression', {}).get('held_out', {})
   if held:
@@ -329,12 +359,15 @@ def run(checkpoint: str, *, pairs_name: str = '', data_dir: str = '', num_pairs:
                                 cache_dir, log)
   result = evaluate_swapper(swapper, pairs, estimators, progress)
   swaps = result.pop('swaps')
+  swaps_aei = result.pop('swaps_aei', None)
   result['checkpoint'] = os.path.abspath(checkpoint)
   result['pairs'] = pairs_name
   result['source'] = swapper.meta.get('source', {})
   result['wall_s'] = time.perf_counter() - start
   rows = slice(0, 8)
-  grid = metric_logging.image_grid([pairs['source'][rows], pairs['target'][rows], swaps[rows],
+  # Columns: X_s | X_t | Y | GT, or X_s | X_t | AEI | AEI + HEAR | GT with a HEAR-Net.
+  middle = [swaps[rows]] if swaps_aei is None else [swaps_aei[rows], swaps[rows]]
+  grid = metric_logging.image_grid([pairs['source'][rows], pairs['target'][rows], *middle,
                                     pairs['swap'][rows]])
   report.write_outputs(output_dir, result, grid)
   result['output'] = output_dir

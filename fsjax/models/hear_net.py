@@ -9,6 +9,12 @@ BN -> LReLU(0.1)], each concatenated with the down feature of the same size; the
 x2 (align_corners=True) -> Conv 3x3 p1 (bias) -> tanh. With the paper widths
 (64, 128, 256, 512, 512) at 256 px the bottleneck is 8x8x512, the last concatenation
 128x128x128, and there are 16,663,043 parameters.
+
+`full_res_channels` > 0 (an fsjax option; 0 = the paper) adds a full-resolution path:
+Conv 3x3 (bias) of the input -> LReLU(0.1), concatenated to the upsampled features before
+the output conv. Without it every output pixel is a 3x3 conv of a bilinear x2 of half-size
+features, which cannot return an input pixel sharply: at 64 px (configs/hear_synthetic.py)
+the refined swap was blurrier than AEI-Net's (docs/fidelity.md "HEAR-Net").
 """
 
 from typing import Any, Sequence
@@ -54,12 +60,15 @@ class HEARNet(nn.Module):
   Attributes:
     channels: down-path widths, e.g. the paper's (64, 128, 256, 512, 512); the input size
       must be divisible by 2**len(channels). The up path mirrors them
-      (reversed(channels[:-1])), the output conv reads 2 * channels[0] channels.
+      (reversed(channels[:-1])), the output conv reads 2 * channels[0] channels
+      (+ full_res_channels).
+    full_res_channels: width of the full-resolution input path (0: none, the paper).
     dtype: compute dtype, name ('float32' | 'bfloat16') or jnp dtype; params stay float32.
     axis_name: mapped axis over which BatchNorm averages its statistics (e.g. 'data' inside
       shard_map); None: the local batch.
   """
   channels: Sequence[int] = (64, 128, 256, 512, 512)
+  full_res_channels: int = 0
   dtype: Any = 'float32'
   axis_name: str | None = None
 
@@ -100,6 +109,11 @@ class HEARNet(nn.Module):
       h = jnp.concatenate([h, downs[-2 - j]], axis=-1)
 
     h = layers.upsample2x(h)
+    if self.full_res_channels:
+      f = cpu_conv.Conv(self.full_res_channels, (3, 3), padding=((1, 1), (1, 1)),
+                        use_bias=True, kernel_init=layers.conv_init, dtype=dtype,
+                        name='full_res_conv')(x.astype(dtype))
+      h = jnp.concatenate([h, nn.leaky_relu(f, 0.1)], axis=-1)
     h = cpu_conv.Conv(3, (3, 3), padding=((1, 1), (1, 1)), use_bias=True,
                       kernel_init=layers.conv_init, dtype=dtype, name='out_conv')(h)
     return jnp.tanh(h.astype(jnp.float32))
@@ -112,5 +126,8 @@ def hear_input(y_hat_st: jax.Array, heuristic_error: jax.Array) -> jax.Array:
 
 def from_config(hear_config: ml_collections.ConfigDict, axis_name: str | None = None,
                 dtype: Any = 'float32') -> HEARNet:
-  """HEARNet from config.hear (reads `channels`); compute dtype from config.model.dtype."""
-  return HEARNet(channels=tuple(hear_config.channels), dtype=dtype, axis_name=axis_name)
+  """HEARNet from config.hear (`channels`, `full_res_channels`); compute dtype from
+  config.model.dtype."""
+  return HEARNet(channels=tuple(hear_config.channels),
+                 full_res_channels=int(hear_config.full_res_channels), dtype=dtype,
+                 axis_name=axis_name)

@@ -129,11 +129,16 @@ def abstract_discriminator(meta: dict) -> dict:
   return {k: v for k, v in tree.items() if v}  # no 'batch_stats' with instance norm
 
 
+_HEAR_FIELDS_ADDED = {'full_res_channels': 0}  # swapper.json 'hear' fields newer than it
+
+
 def build_hear(meta: dict) -> Any:
   """The HEARNet that swapper.json 'hear' describes (None when the export has none)."""
   if 'hear' not in meta:
     return None
-  return hear_net.HEARNet(channels=tuple(meta['hear']['channels']))
+  fields = dict(_HEAR_FIELDS_ADDED, **meta['hear'])
+  return hear_net.HEARNet(channels=tuple(fields['channels']),
+                          full_res_channels=int(fields['full_res_channels']))
 
 
 def abstract_hear(meta: dict) -> dict:
@@ -467,4 +472,6 @@ def _hear_workdir(workdir: str, image_size: int) -> tuple[dict, dict]:
     raise ExportError(f'the HEAR-Net of {workdir} refines {config["image_size"]} px swaps, '
                       f'the AEI-Net swaps {image_size} px')
   return variables, {'channels': list(config['hear']['channels']),
+                     'full_res_channels': int(dict(_HEAR_FIELDS_ADDED, **config['hear'])[
+                         'full_res_channels']),
                      'source': {'workdir': workdir, 'step': int(config['step'])}}

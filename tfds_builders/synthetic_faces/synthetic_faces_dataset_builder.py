@@ -9,7 +9,9 @@ Configs '64', '128', '256' and '112' hold single faces (splits 'train' and 'test
 identities never appear in train); 'ids112' is '112' with 9000 train identities of 4 images
 (more identities for the ArcFace encoder, same test split); 'pairs64', 'pairs128' and
 'pairs256' hold (source, target, swap) triples where swap = render(identity of source,
-attributes of target) is the correct face swap.
+attributes of target) is the correct face swap; 'occluded64', 'occluded128' and
+'occluded256' are their test pairs with an occluder (glasses or a hand) on every target, kept
+by the true swap, and the occluder's pixel mask (`occluder_mask`): HEAR-Net's benchmark.
 """
 
 import dataclasses
@@ -28,6 +30,8 @@ class SyntheticFacesConfig(tfds.core.BuilderConfig):
   Attributes:
     size: image side in pixels.
     pairs: False: single faces with labels; True: (source, target, swap) triples.
+    occluded: pairs whose targets all carry an occluder, plus its mask
+      (synthetic_faces.pair_records).
     seed: everything is a pure function of (seed, split, index).
     train_identities / test_identities: identities per split (single-face configs).
     images_per_identity: images (attribute draws) per identity.
@@ -40,6 +44,7 @@ class SyntheticFacesConfig(tfds.core.BuilderConfig):
   """
   size: int = 64
   pairs: bool = False
+  occluded: bool = False
   seed: int = 0
   train_identities: int = 3000
   test_identities: int = 300
@@ -74,6 +79,14 @@ def _pairs_config(size: int) -> SyntheticFacesConfig:
       'pairs, 1000 test pairs of held-out identities.')
 
 
+def _occluded_config(size: int) -> SyntheticFacesConfig:
+  return SyntheticFacesConfig(
+      name=f'occluded{size}', size=size, pairs=True, occluded=True, train_pairs=0,
+      description=f'The 1000 test pairs of pairs{size} with glasses or a hand on every target '
+      '(none on the source), kept by the ground-truth swap; occluder_mask: its coverage in the '
+      'swap (0-255).')
+
+
 class Builder(tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for synthetic_faces."""
 
@@ -88,7 +101,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   }
   BUILDER_CONFIGS = [_faces_config(64), _faces_config(128), _faces_config(256),
                      _faces_config(112), _identities_config(112, 9000, 4), _pairs_config(64),
-                     _pairs_config(128), _pairs_config(256)]
+                     _pairs_config(128), _pairs_config(256), _occluded_config(64),
+                     _occluded_config(128), _occluded_config(256)]
   DEFAULT_BUILDER_CONFIG_NAME = '64'
 
   def __init__(self, *, file_format=None, **kwargs):
@@ -110,6 +124,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
           'identity_params': id_params,  # of source (and swap)
           'attribute_params': att_params,  # of target (and swap)
       }
+      if cfg.occluded:
+        features['occluder_mask'] = tfds.features.Image(shape=(cfg.size, cfg.size, 1),
+                                                        encoding_format='png')
       keys = None
     else:
       features = {
@@ -169,4 +186,5 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     """Yields (key, triple): source and target of different identities, and the true swap."""
     cfg = self.builder_config
     pool = cfg.train_identities if split == 'train' else cfg.test_identities
-    return self._records(synthetic_faces.pair_records, split, num_pairs, pool)
+    fn = synthetic_faces.occluded_pair_records if cfg.occluded else synthetic_faces.pair_records
+    return self._records(fn, split, num_pairs, pool)

@@ -11,12 +11,14 @@ _TINY = dict(size=32, train_identities=2, test_identities=2, images_per_identity
 
 class SyntheticFacesTest(array_record_testing.ArrayRecordAsDataSourceMixin,
                          tfds.testing.DatasetBuilderTestCase):
-  """Builds a 32 px face config and a pairs config (array_record) and reads them back."""
+  """Builds 32 px face, pairs and occluded-pairs configs (array_record), reads them back."""
   DATASET_CLASS = sf_builder.Builder
   BUILDER_CONFIG_NAMES_TO_TEST = [
       sf_builder.SyntheticFacesConfig(name='tiny32', description='tiny faces', **_TINY),
       sf_builder.SyntheticFacesConfig(name='tinypairs32', description='tiny pairs', pairs=True,
                                       **_TINY),
+      sf_builder.SyntheticFacesConfig(name='tinyoccluded32', description='tiny occluded pairs',
+                                      pairs=True, occluded=True, **_TINY),
   ]
   SPLITS = {'train': 4, 'test': 4}
   SKIP_CHECKSUMS = True
