@@ -132,13 +132,19 @@ def abstract_discriminator(meta: dict) -> dict:
 _HEAR_FIELDS_ADDED = {'full_res_channels': 0}  # swapper.json 'hear' fields newer than it
 
 
+def _hear_fields(hear: dict) -> dict:
+  """The architecture fields of a HEAR-Net block (a run's config.hear or swapper.json
+  'hear'), those an older block lacks at their defaults."""
+  fields = dict(_HEAR_FIELDS_ADDED, **hear)
+  return {'channels': list(fields['channels']),
+          'full_res_channels': int(fields['full_res_channels'])}
+
+
 def build_hear(meta: dict) -> Any:
   """The HEARNet that swapper.json 'hear' describes (None when the export has none)."""
   if 'hear' not in meta:
     return None
-  fields = dict(_HEAR_FIELDS_ADDED, **meta['hear'])
-  return hear_net.HEARNet(channels=tuple(fields['channels']),
-                          full_res_channels=int(fields['full_res_channels']))
+  return hear_net.from_config(ml_collections.ConfigDict(_hear_fields(meta['hear'])))
 
 
 def abstract_hear(meta: dict) -> dict:
@@ -471,7 +477,5 @@ def _hear_workdir(workdir: str, image_size: int) -> tuple[dict, dict]:
   if int(config['image_size']) != image_size:
     raise ExportError(f'the HEAR-Net of {workdir} refines {config["image_size"]} px swaps, '
                       f'the AEI-Net swaps {image_size} px')
-  return variables, {'channels': list(config['hear']['channels']),
-                     'full_res_channels': int(dict(_HEAR_FIELDS_ADDED, **config['hear'])[
-                         'full_res_channels']),
-                     'source': {'workdir': workdir, 'step': int(config['step'])}}
+  return variables, dict(_hear_fields(config['hear']),
+                        source={'workdir': workdir, 'step': int(config['step'])})
