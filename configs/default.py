@@ -79,6 +79,9 @@ def get_config():
   # L_id reads Y randomly zoomed / shifted by up to this fraction (fsjax option against
   # adversarial patterns on a small identity encoder, docs/fidelity.md); 0 = the paper.
   config.loss.id_jitter = 0.0
+  # Weight of the full-resolution attribute channels (model.attr_full_res_channels) in L_att;
+  # the paper has no such level. 0: they feed the generator but L_att ignores them.
+  config.loss.att_full_res = 1.0
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'adam'
@@ -102,6 +105,11 @@ def get_config():
   config.dataset.same_target = 'other'  # same-identity target: 'other' image of the label | 'self'
   config.dataset.flip = True
   config.dataset.color_jitter = 0.0
+  # AEI-Net trains only on records without an occluder (needs 'attribute_params', i.e.
+  # synthetic_faces), like the paper's mostly unoccluded AEI data. HEAR-Net's heuristic error
+  # assumes an AEI-Net that fails on occlusions; measured: this alone does not make ours fail
+  # (docs/fidelity.md "HEAR-Net"). The HEAR trainer ignores it.
+  config.dataset.drop_occluded = False
   config.dataset.num_workers = 2
   config.dataset.prefetch = 2
 

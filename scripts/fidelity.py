@@ -14,7 +14,10 @@ first N test pairs (identities never seen in training) it prints:
 - the trivial answers "return X_t" / "return X_s" against GT (the floors the targets of
   issue 19 are relative to);
 - identity by the training encoder: mean cos(Y, X_s), cos(Y, X_t) and the fraction of pairs
-  where Y is closer to X_s than to X_t.
+  where Y is closer to X_s than to X_t;
+- face colour transfer: the least-squares slope of mean inner-face colour (Y - X_t) on
+  (GT - X_t) over pairs, averaged over R, G, B (1: Y takes the source's skin tone as GT does,
+  0: Y keeps the target's).
 
 PSNR is the mean over pairs of per-pair PSNR (fsjax.eval.metrics). This is the quick
 ablation tool; the recorded figures come from `fsjax eval --protocol synthetic`.
@@ -41,6 +44,14 @@ def _figures(a, b, mask):
           'psnr_face': metrics.mean_psnr(metrics.psnr(a, b, mask=mask))}
 
 
+def face_colour_transfer(y, xt, gt, mask):
+  """Slope of mean inner-face colour (Y - X_t) on (GT - X_t) over pairs, mean over RGB."""
+  w = mask[..., None].astype(np.float64)
+  mean = lambda v: (v.astype(np.float64) * w).sum((1, 2)) / np.maximum(w.sum((1, 2)), 1)
+  d_gt, d_y = mean(gt) - mean(xt), mean(y) - mean(xt)
+  return float(np.mean((d_y * d_gt).sum(0) / np.maximum((d_gt * d_gt).sum(0), 1e-9)))
+
+
 def evaluate(workdir, pairs, mask):
   import fsjax  # pylint: disable=g-import-not-at-top
   t0 = time.time()
@@ -55,7 +66,9 @@ def evaluate(workdir, pairs, mask):
   cos_s, cos_t = np.sum(e_y * e_s, -1), np.sum(e_y * e_t, -1)
   out = {'swap': _figures(y, gt, mask), 'self_rec': _figures(r, xt, mask),
          'cos_source': float(cos_s.mean()), 'cos_target': float(cos_t.mean()),
-         'closer_to_source': float((cos_s > cos_t).mean()), 'seconds': time.time() - t0}
+         'closer_to_source': float((cos_s > cos_t).mean()),
+         'face_colour_transfer': face_colour_transfer(y, xt, gt, mask),
+         'seconds': time.time() - t0}
   return out, y, r
 
 
@@ -92,7 +105,8 @@ def main(argv=None):
     print(f"{wd}: swap->GT {s['psnr']:.2f} dB / SSIM {s['ssim']:.3f} / face {s['psnr_face']:.2f} dB"
           f" | self-rec->X_t {rec['psnr']:.2f} / {rec['ssim']:.3f} / face {rec['psnr_face']:.2f}"
           f" | cos s/t {res['cos_source']:.3f}/{res['cos_target']:.3f}, closer to X_s "
-          f"{100 * res['closer_to_source']:.1f}%  ({res['seconds']:.0f} s)", flush=True)
+          f"{100 * res['closer_to_source']:.1f}%, face colour {res['face_colour_transfer']:.2f}"
+          f"  ({res['seconds']:.0f} s)", flush=True)
     if i == 0 and args.grid:
       from PIL import Image  # pylint: disable=g-import-not-at-top
       n = min(8, len(gt))

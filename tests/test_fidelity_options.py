@@ -44,3 +44,64 @@ def test_jitter_images():
   assert float(jnp.max(jnp.abs(y))) <= 1.0 + 1e-6  # interpolation stays in range
   grad = jax.grad(lambda v: losses.jitter_images(jax.random.key(1), v, 0.1).sum())(x)
   assert np.all(np.isfinite(np.asarray(grad))) and float(jnp.abs(grad).sum()) > 0
+
+
+def test_attribute_loss_full_res_weight():
+  rng = np.random.default_rng(0)
+  z_y = [jnp.asarray(rng.normal(size=(2, s, s, c)), jnp.float32) for s, c in ((4, 3), (8, 5))]
+  z_t = [jnp.zeros_like(a) for a in z_y]
+  sq = [np.square(np.asarray(a)) for a in z_y]
+  np.testing.assert_allclose(losses.attribute_loss(z_y, z_t),
+                             0.5 * (sq[0].mean() + sq[1].mean()), rtol=1e-6)
+  # The last 2 channels of the last level are the full-resolution ones.
+  for w in (0.0, 0.25):
+    want = 0.5 * (sq[0].mean() + (sq[1][..., :3].sum(-1) + w * sq[1][..., 3:].sum(-1)).mean() / 5)
+    np.testing.assert_allclose(losses.attribute_loss(z_y, z_t, 2, w), want, rtol=1e-6)
+  np.testing.assert_allclose(losses.attribute_loss(z_y, z_t, 2, 1.0),
+                             losses.attribute_loss(z_y, z_t), rtol=1e-6)
+
+
+def test_att_full_res_is_declared_and_neutral_by_default():
+  assert default.get_config().loss.att_full_res == 1.0
+
+
+def test_unoccluded_subset_keeps_records_without_an_occluder():
+  from fsjax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  from fsjax.data import synthetic_faces  # pylint: disable=g-import-not-at-top
+  column = synthetic_faces.ATTRIBUTE_FIELDS.index('occluder')
+  kinds = [synthetic_faces.OCCLUDER_NONE, synthetic_faces.OCCLUDER_HAND,
+           synthetic_faces.OCCLUDER_NONE, synthetic_faces.OCCLUDER_GLASSES]
+  records = []
+  for i, kind in enumerate(kinds):
+    att = np.zeros([synthetic_faces.ATTRIBUTE_DIM], np.float32)
+    att[column] = kind
+    records.append({'image': np.full((4, 4, 3), i, np.uint8), 'label': i,
+                    'attribute_params': att})
+  sub = input_pipeline.unoccluded_subset(records)
+  assert len(sub) == 2 and [int(sub[k]['image'][0, 0, 0]) for k in range(2)] == [0, 2]
+  np.testing.assert_array_equal(sub.labels, [0, 2])
+  try:
+    input_pipeline.unoccluded_subset([{'image': records[0]['image'], 'label': 0}])
+  except ValueError as e:
+    assert 'attribute_params' in str(e)
+  else:
+    raise AssertionError('a source without attribute_params must be refused')
+
+
+def test_face_colour_transfer_of_scripts_fidelity():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'scripts', 'fidelity.py')
+  spec = importlib.util.spec_from_file_location('fidelity_script', path)
+  fidelity = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(fidelity)
+  rng = np.random.default_rng(0)
+  xt = rng.integers(0, 100, (6, 8, 8, 3)).astype(np.uint8)
+  shift = rng.integers(10, 60, (6, 1, 1, 3))
+  mask = np.zeros((6, 8, 8), bool)
+  mask[:, 2:6, 2:6] = True
+  gt = (xt + shift * mask[..., None]).astype(np.uint8)
+  y_half = (xt + (shift // 2) * mask[..., None]).astype(np.uint8)
+  assert abs(fidelity.face_colour_transfer(gt, xt, gt, mask) - 1.0) < 1e-9
+  assert abs(fidelity.face_colour_transfer(xt, xt, gt, mask)) < 1e-9
+  assert 0.4 < fidelity.face_colour_transfer(y_half, xt, gt, mask) < 0.5

@@ -57,6 +57,18 @@ def _leaves_equal(a, b):
 # ----------------------------------------------------------------------------- export
 
 
+def test_training_data_reads_the_config_of_a_workdir(tiny):
+  # `fsjax eval --checkpoint WORKDIR` picks its protocol from the workdir's config: reading
+  # the config alone (no state keys) must not trip Orbax's partial restore.
+  workdir, out = tiny
+  from fsjax.eval import run as eval_run  # pylint: disable=g-import-not-at-top
+  from fsjax.train import checkpointing  # pylint: disable=g-import-not-at-top
+  config, items = checkpointing.restore_items(workdir, 3, ())
+  assert items == {} and config['dataset']['name']
+  assert eval_run.training_data(workdir) == config['dataset']['name']
+  assert eval_run.training_data(out) == config['dataset']['name']
+
+
 def test_export_holds_ema_params_identity_and_config(tiny):
   workdir, out = tiny
   with open(os.path.join(out, export.META_FILE)) as f:

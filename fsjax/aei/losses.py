@@ -33,11 +33,24 @@ def hinge_d_terms(real_logits: Sequence[jax.Array], fake_logits: Sequence[jax.Ar
   return real / len(real_logits), fake / len(fake_logits)
 
 
-def attribute_loss(z_y: Sequence[jax.Array], z_t: Sequence[jax.Array]) -> jax.Array:
-  """0.5 * sum over levels of mean((z_att^k(Y) - z_att^k(X_t))^2)."""
+def attribute_loss(z_y: Sequence[jax.Array], z_t: Sequence[jax.Array],
+                   full_res_channels: int = 0, full_res_weight: float = 1.0) -> jax.Array:
+  """0.5 * sum over levels of mean((z_att^k(Y) - z_att^k(X_t))^2).
+
+  With a full-resolution attribute level (its `full_res_channels` are the last channels of
+  the last level), those channels count with `full_res_weight` and the paper's part of that
+  level keeps weight 1: the full-resolution conv is nearly linear in the pixels, so at weight
+  1 it acts as a pixel loss to X_t over the whole image, inner face included (docs/fidelity.md).
+  """
   total = 0.0
-  for a, b in zip(z_y, z_t, strict=True):
-    total = total + jnp.mean(jnp.square(a.astype(jnp.float32) - b.astype(jnp.float32)))
+  last = len(z_y) - 1
+  for k, (a, b) in enumerate(zip(z_y, z_t, strict=True)):
+    d = jnp.square(a.astype(jnp.float32) - b.astype(jnp.float32))
+    if k == last and full_res_channels and full_res_weight != 1.0:
+      w = jnp.concatenate([jnp.ones((d.shape[-1] - full_res_channels,), jnp.float32),
+                           jnp.full((full_res_channels,), full_res_weight, jnp.float32)])
+      d = d * w
+    total = total + jnp.mean(d)
   return 0.5 * total
 
 

@@ -342,7 +342,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], id_vars: Any, *,
                              method='attributes', mutable=['batch_stats'])
     fake_logits, _ = disc.apply(d_vars, y, train=True, mutable=['batch_stats'])
     adv = losses.generator_adv_loss(fake_logits, loss_cfg.adv_g)
-    att = losses.attribute_loss(z_att_y, z_att_t)
+    att = losses.attribute_loss(z_att_y, z_att_t, config.model.attr_full_res_channels,
+                                loss_cfg.att_full_res)
     y_id = y if not loss_cfg.id_jitter else losses.jitter_images(
         jax.random.fold_in(g_key, 1), y, loss_cfg.id_jitter)
     idl = losses.identity_loss(identity_embedding(models, id_vars, y_id), u_s)

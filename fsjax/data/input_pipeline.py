@@ -135,6 +135,25 @@ class SubsetSource:
     return self._source[int(self.indices[int(index)])]
 
 
+def unoccluded_subset(source) -> SubsetSource:
+  """The records of a synthetic_faces source whose attributes draw no occluder.
+
+  Reads every record's 'attribute_params' (float32 [ATTRIBUTE_DIM]); raises ValueError
+  when the records have none (only synthetic_faces knows its occluders).
+  """
+  from fsjax.data import synthetic_faces  # pylint: disable=g-import-not-at-top
+  column = synthetic_faces.ATTRIBUTE_FIELDS.index('occluder')
+  keep = []
+  for i in range(len(source)):
+    record = source[i]
+    if 'attribute_params' not in record:
+      raise ValueError('dataset.drop_occluded needs records with attribute_params '
+                       '(synthetic_faces); this dataset has none')
+    if round(float(np.asarray(record['attribute_params'])[column])) == synthetic_faces.OCCLUDER_NONE:
+      keep.append(i)
+  return SubsetSource(source, keep)
+
+
 def create_data_source(dataset_cfg, split: str | None = None, *, download: bool = False):
   """Returns the TFDS array_record data source named by a `config.dataset` block.
 

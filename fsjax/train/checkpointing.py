@@ -274,6 +274,8 @@ def _restore_items(step_dir: epath.Path, keys: tuple[str, ...]):
   try:
     stored = checkpointer.metadata(step_dir / STATE).item_metadata.tree
     wanted = {k: stored[k] for k in keys if k in stored}
+    if not wanted:  # Orbax refuses a partial restore of an empty target
+      return dict(config), {}
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), wanted)
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
     restored = checkpointer.restore(step_dir / STATE, args=ocp.args.PyTreeRestore(
