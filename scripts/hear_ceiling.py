@@ -44,8 +44,9 @@ def main(argv=None):
   swapper = fsjax.load_swapper(args.checkpoint)
   xs, xt, gt, occ = pairs['source'], pairs['target'], pairs['swap'], pairs['occluder']
   as_float = lambda v: np.asarray(v, np.float64)
-  y_hat = as_float(swapper.generate(xt, swapper.embed_crops(xs)))
-  dy = as_float(xt) - as_float(swapper.generate(xt, swapper.embed_crops(xt)))
+  # AEI-Net alone, also for an export that carries a HEAR-Net: these are HEAR-Net's inputs.
+  y_hat = as_float(swapper.generate(xt, swapper.embed_crops(xs), hear=False))
+  dy = as_float(xt) - as_float(swapper.generate(xt, swapper.embed_crops(xt), hear=False))
   mag = np.abs(dy).mean(-1, keepdims=True)
   answers = [('Y_hat (AEI-Net alone)', y_hat), ('Y_hat + dY_t', y_hat + dy)]
   answers += [(f'Y_hat + dY_t where |dY_t| > {t}', y_hat + (mag > t) * dy) for t in (10, 20, 30)]

@@ -61,7 +61,7 @@ from fsjax.train import parallel
 
 _IMAGE_KEY = 'image'
 _LABEL_KEY = 'label'
-_LABEL_READ_CHUNK = 256
+_READ_CHUNK = 256
 
 
 # ----------------------------------------------------------------------------
@@ -138,20 +138,21 @@ class SubsetSource:
 def unoccluded_subset(source) -> SubsetSource:
   """The records of a synthetic_faces source whose attributes draw no occluder.
 
-  Reads every record's 'attribute_params' (float32 [ATTRIBUTE_DIM]); raises ValueError
-  when the records have none (only synthetic_faces knows its occluders).
+  Reads every record's 'attribute_params' (float32 [ATTRIBUTE_DIM]) and label in one pass
+  (`read_labels`' fast reader); raises ValueError when the records have no attributes
+  (only synthetic_faces knows its occluders).
   """
   from fsjax.data import synthetic_faces  # pylint: disable=g-import-not-at-top
   column = synthetic_faces.ATTRIBUTE_FIELDS.index('occluder')
-  keep = []
-  for i in range(len(source)):
-    record = source[i]
+  keep, labels = [], []
+  for i, record in enumerate(_read_records(source, ('attribute_params', _LABEL_KEY))):
     if 'attribute_params' not in record:
       raise ValueError('dataset.drop_occluded needs records with attribute_params '
                        '(synthetic_faces); this dataset has none')
+    labels.append(record.get(_LABEL_KEY, -1))
     if round(float(np.asarray(record['attribute_params'])[column])) == synthetic_faces.OCCLUDER_NONE:
       keep.append(i)
-  return SubsetSource(source, keep)
+  return SubsetSource(source, keep, np.asarray(labels, np.int64))
 
 
 def create_data_source(dataset_cfg, split: str | None = None, *, download: bool = False):
@@ -189,6 +190,25 @@ def create_data_source(dataset_cfg, split: str | None = None, *, download: bool 
   return builder.as_data_source(split=split)
 
 
+def _read_records(source, keys: Sequence[str]):
+  """Yields {key: value} for those of `keys` each record of `source` has, in order; a TFDS
+  data source is read in chunks with image decoding skipped (fast)."""
+  n = len(source)
+  info = getattr(source, 'dataset_info', None)
+  if info is not None and hasattr(source, 'split'):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    decoders = {k: tfds.decode.SkipDecoding() for k, f in info.features.items()
+                if isinstance(f, tfds.features.Image)}
+    fast = type(source)(dataset_info=info, split=source.split, decoders=decoders)
+    for start in range(0, n, _READ_CHUNK):
+      for record in fast.__getitems__(list(range(start, min(n, start + _READ_CHUNK)))):
+        yield {k: record[k] for k in keys if k in record}
+  else:
+    for i in range(n):
+      record = source[i]
+      yield {k: record[k] for k in keys if k in record}
+
+
 def read_labels(source) -> np.ndarray:
   """Returns int64 [N] identity labels of every record of `source` (-1 = unknown).
 
@@ -198,23 +218,11 @@ def read_labels(source) -> np.ndarray:
   labels = getattr(source, 'labels', None)
   if labels is not None:
     return np.asarray(labels, np.int64).reshape([len(source)])
-  n = len(source)
   info = getattr(source, 'dataset_info', None)
-  if info is not None and hasattr(source, 'split'):
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    features = info.features
-    if _LABEL_KEY not in features:
-      return np.full([n], -1, np.int64)
-    decoders = {k: tfds.decode.SkipDecoding() for k, f in features.items()
-                if isinstance(f, tfds.features.Image)}
-    fast = type(source)(dataset_info=info, split=source.split, decoders=decoders)
-    out = np.empty([n], np.int64)
-    for start in range(0, n, _LABEL_READ_CHUNK):
-      keys = list(range(start, min(n, start + _LABEL_READ_CHUNK)))
-      for i, record in zip(keys, fast.__getitems__(keys)):
-        out[i] = record[_LABEL_KEY]
-    return out
-  return np.asarray([source[i].get(_LABEL_KEY, -1) for i in range(n)], np.int64)
+  if info is not None and _LABEL_KEY not in info.features:
+    return np.full([len(source)], -1, np.int64)
+  return np.asarray([r.get(_LABEL_KEY, -1) for r in _read_records(source, (_LABEL_KEY,))],
+                    np.int64)
 
 
 # ----------------------------------------------------------------------------
