@@ -5,10 +5,10 @@ Run (after the README main job wrote workdirs/synthetic):
   fsjax train-hear --config configs/hear_synthetic.py --workdir workdirs/hear_synthetic \
     --aei workdirs/synthetic
 
-Expected (measured 2026-12-01 16:45 on top of the README main job of 16:07; 8.8 min wall on
+Expected (measured 2026-12-01 19:10 on top of the README main job of 18:28; 9.8 min wall on
 the idle 2-core CPU): on the 1000 held-out synthetic_faces/occluded64 pairs (`fsjax eval
---checkpoint EXPORT --pairs synthetic_faces/occluded64`) occluder-region PSNR 15.20 -> 15.95 dB,
-whole image 18.80 -> 19.16 dB, pose error 8.62 -> 6.07 deg, but ID top-1 0.238 -> 0.192 (AEI-Net
+--checkpoint EXPORT --pairs synthetic_faces/occluded64`) occluder-region PSNR 15.09 -> 15.84 dB,
+whole image 18.86 -> 19.23 dB, pose error 8.12 -> 6.32 deg, but ID top-1 0.266 -> 0.208 (AEI-Net
 alone -> AEI-Net + HEAR-Net). The issue's +3 dB is NOT reached and ID retrieval drops;
 docs/fidelity.md "HEAR-Net".
 """

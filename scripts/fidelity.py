@@ -17,7 +17,20 @@ first N test pairs (identities never seen in training) it prints:
   where Y is closer to X_s than to X_t;
 - face colour transfer: the least-squares slope of mean inner-face colour (Y - X_t) on
   (GT - X_t) over pairs, averaged over R, G, B (1: Y takes the source's skin tone as GT does,
-  0: Y keeps the target's).
+  0: Y keeps the target's);
+- where Y's error lies (`region_figures`): the share of its squared error and the colour
+  slope above in three regions: the inner face; 'changed', the pixels outside it where GT
+  differs from X_t (the face outline, ears, hairline and hair silhouette, which the renderer
+  draws around the source's head shape, and the neck in the source's skin tone); the rest,
+  which GT shares with X_t;
+- oracles (`with_inner_face`): Y and X_t with GT's inner face pasted in, i.e. what a perfect
+  inner face would score with Y's / X_t's pixels everywhere else.
+
+With --hair_of_target every figure is taken against a ground truth re-rendered with the
+scalp hair laid out on the target's head instead of the source's (`render_batch(...,
+hair_identity=target)`: the target's exact hair silhouette and hairline, the source's inner
+face, outline and ears), i.e. what the pairs would be if the hair's geometry were an attribute
+too; the targets printed are relative to "return X_t" on that ground truth.
 
 PSNR is the mean over pairs of per-pair PSNR (fsjax.eval.metrics). This is the quick
 ablation tool; the recorded figures come from `fsjax eval --protocol synthetic`.
@@ -52,6 +65,57 @@ def face_colour_transfer(y, xt, gt, mask):
   return float(np.mean((d_y * d_gt).sum(0) / np.maximum((d_gt * d_gt).sum(0), 1e-9)))
 
 
+def hair_of_target(pairs, data_dir=''):
+  """pairs with 'swap' re-rendered, the scalp hair on the target's head (module doc).
+
+  The targets' identities are not stored: they are drawn again from the builder's seed and
+  the target labels, and checked by re-rendering X_t exactly."""
+  from fsjax.data import build  # pylint: disable=g-import-not-at-top
+  from fsjax.data import synthetic_faces  # pylint: disable=g-import-not-at-top
+  cfg = build.get_builder(pairs['name'], data_dir or None).builder_config
+  idx = pairs['target_label'] - cfg.train_identities  # test labels follow the train ones
+  tid = np.stack([synthetic_faces.sample_identity(synthetic_faces.identity_rng(
+      cfg.seed, 'test', int(i))) for i in idx])
+  size = pairs['target'].shape[1]
+  if not np.array_equal(synthetic_faces.render_batch(tid, pairs['attribute_params'], size),
+                        pairs['target']):
+    sys.exit(f"{pairs['name']}: the targets' identities could not be recovered from their "
+             'labels (a different dataset version?)')
+  out = dict(pairs)
+  out['swap'] = synthetic_faces.render_batch(pairs['identity_params'], pairs['attribute_params'],
+                                             size, hair_identity=tid)
+  out['hair_identity'] = tid
+  return out
+
+
+def changed_outside(xt, gt, mask, threshold=8):
+  """bool [B, H, W]: outside `mask`, where GT and X_t (uint8 [B, H, W, 3]) differ by more
+  than `threshold` grey levels in some channel."""
+  diff = np.abs(gt.astype(np.int16) - xt.astype(np.int16)).max(-1) > threshold
+  return diff & ~mask
+
+
+def region_figures(y, xt, gt, mask):
+  """{region: {'pixels', 'error_share'[, 'colour']}} for 'face' (mask), 'changed' (GT != X_t
+  outside the face, `changed_outside`) and 'unchanged': fraction of pixels, share of Y's
+  squared error to GT and, where GT's colour differs from X_t's, the colour slope
+  (`face_colour_transfer` over that region)."""
+  changed = changed_outside(xt, gt, mask)
+  err = ((y.astype(np.float64) - gt) ** 2).sum(-1)
+  total = max(err.sum(), 1e-9)
+  out = {}
+  for name, region in (('face', mask), ('changed', changed), ('unchanged', ~mask & ~changed)):
+    out[name] = {'pixels': float(region.mean()), 'error_share': float(err[region].sum() / total)}
+    if name != 'unchanged':
+      out[name]['colour'] = face_colour_transfer(y, xt, gt, region)
+  return out
+
+
+def with_inner_face(image, gt, mask):
+  """image (uint8 [B, H, W, 3]) with GT's pixels inside mask [B, H, W]."""
+  return np.where(mask[..., None], gt, image)
+
+
 def evaluate(workdir, pairs, mask):
   import fsjax  # pylint: disable=g-import-not-at-top
   t0 = time.time()
@@ -68,6 +132,8 @@ def evaluate(workdir, pairs, mask):
          'cos_source': float(cos_s.mean()), 'cos_target': float(cos_t.mean()),
          'closer_to_source': float((cos_s > cos_t).mean()),
          'face_colour_transfer': face_colour_transfer(y, xt, gt, mask),
+         'regions': region_figures(y, xt, gt, mask),
+         'oracle_gt_inner_face': _figures(with_inner_face(y, gt, mask), gt, mask),
          'seconds': time.time() - t0}
   return out, y, r
 
@@ -80,21 +146,30 @@ def main(argv=None):
   parser.add_argument('--data_dir', default='')
   parser.add_argument('--json', default='')
   parser.add_argument('--grid', default='', help='PNG: X_s | X_t | Y | GT | R rows (first workdir)')
+  parser.add_argument('--hair_of_target', action='store_true',
+                      help='score against a ground truth with the hair on the target\'s head')
   args = parser.parse_args(argv)
 
   from fsjax.data import synthetic_faces  # pylint: disable=g-import-not-at-top
   pairs = _load_pairs(args.pairs, args.data_dir, args.num_pairs)
+  pairs['name'] = args.pairs
+  if args.hair_of_target:
+    pairs = hair_of_target(pairs, args.data_dir)
   size = pairs['swap'].shape[1]
   mask = synthetic_faces.inner_face_mask(pairs['identity_params'], pairs['attribute_params'],
-                                         size) > 0.5
+                                         size, pairs.get('hair_identity')) > 0.5
   xs, xt, gt = pairs['source'], pairs['target'], pairs['swap']
-  results = {'num_pairs': len(gt), 'pairs': args.pairs,
-             'return_target': _figures(xt, gt, mask), 'return_source': _figures(xs, gt, mask)}
+  results = {'num_pairs': len(gt), 'pairs': args.pairs, 'hair_of_target': args.hair_of_target,
+             'return_target': _figures(xt, gt, mask), 'return_source': _figures(xs, gt, mask),
+             'oracle_target_gt_inner_face': _figures(with_inner_face(xt, gt, mask), gt, mask)}
   rt = results['return_target']
-  print(f"{len(gt)} pairs of {args.pairs} test; floors vs GT: X_t {rt['psnr']:.2f} dB / "
+  print(f"{len(gt)} pairs of {args.pairs} test"
+        f"{' (GT with the hair on the target head)' if args.hair_of_target else ''}; floors vs GT: X_t {rt['psnr']:.2f} dB / "
         f"SSIM {rt['ssim']:.3f} / face {rt['psnr_face']:.2f} dB; X_s "
         f"{results['return_source']['psnr']:.2f} / {results['return_source']['ssim']:.3f} / "
         f"{results['return_source']['psnr_face']:.2f}")
+  ro = results['oracle_target_gt_inner_face']
+  print(f"oracle X_t with GT's inner face: {ro['psnr']:.2f} dB / SSIM {ro['ssim']:.3f}")
   print(f"targets (issue 19): default PSNR >= {max(20, rt['psnr'] + 6):.2f}, SSIM >= "
         f"{max(0.70, rt['ssim'] + 0.15):.3f}; HQ PSNR >= {max(24, rt['psnr'] + 10):.2f}, SSIM >= "
         f"{max(0.85, rt['ssim'] + 0.25):.3f}")
@@ -107,6 +182,11 @@ def main(argv=None):
           f" | cos s/t {res['cos_source']:.3f}/{res['cos_target']:.3f}, closer to X_s "
           f"{100 * res['closer_to_source']:.1f}%, face colour {res['face_colour_transfer']:.2f}"
           f"  ({res['seconds']:.0f} s)", flush=True)
+    reg, orc = res['regions'], res['oracle_gt_inner_face']
+    print('  share of the swap error / colour slope: ' + ', '.join(
+        f"{name} ({100 * v['pixels']:.0f}% of pixels) {100 * v['error_share']:.0f}%"
+        + (f" / {v['colour']:.2f}" if 'colour' in v else '') for name, v in reg.items())
+        + f" | with GT's inner face {orc['psnr']:.2f} dB / SSIM {orc['ssim']:.3f}", flush=True)
     if i == 0 and args.grid:
       from PIL import Image  # pylint: disable=g-import-not-at-top
       n = min(8, len(gt))

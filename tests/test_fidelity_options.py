@@ -88,13 +88,18 @@ def test_unoccluded_subset_keeps_records_without_an_occluder():
     raise AssertionError('a source without attribute_params must be refused')
 
 
-def test_face_colour_transfer_of_scripts_fidelity():
+def _fidelity_script():
   import importlib.util  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
   path = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'scripts', 'fidelity.py')
   spec = importlib.util.spec_from_file_location('fidelity_script', path)
   fidelity = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(fidelity)
+  return fidelity
+
+
+def test_face_colour_transfer_of_scripts_fidelity():
+  fidelity = _fidelity_script()
   rng = np.random.default_rng(0)
   xt = rng.integers(0, 100, (6, 8, 8, 3)).astype(np.uint8)
   shift = rng.integers(10, 60, (6, 1, 1, 3))
@@ -105,3 +110,28 @@ def test_face_colour_transfer_of_scripts_fidelity():
   assert abs(fidelity.face_colour_transfer(gt, xt, gt, mask) - 1.0) < 1e-9
   assert abs(fidelity.face_colour_transfer(xt, xt, gt, mask)) < 1e-9
   assert 0.4 < fidelity.face_colour_transfer(y_half, xt, gt, mask) < 0.5
+
+
+def test_region_figures_of_scripts_fidelity():
+  fidelity = _fidelity_script()
+  xt = np.full((2, 8, 8, 3), 100, np.uint8)
+  mask = np.zeros((2, 8, 8), bool)
+  mask[:, 2:5, 2:5] = True  # 9 face pixels
+  gt = xt.copy()
+  gt[:, 2:5, 2:5] = 160  # the face changes ...
+  gt[:, 6:8, 3:5] = 40  # ... and a 4-pixel "neck" outside it
+  y = gt.copy()
+  y[:, 6:8, 3:5] = 100  # the swap keeps the target's neck: error 60 there (4 px) ...
+  y[:, 0, 0] = 130  # ... and 30 in one unchanged pixel; the face is exact
+  np.testing.assert_array_equal(fidelity.changed_outside(xt, gt, mask)[0],
+                                (gt[0, ..., 0] != 100) & ~mask[0])
+  reg = fidelity.region_figures(y, xt, gt, mask)
+  assert reg['face']['pixels'] == 9 / 64 and reg['changed']['pixels'] == 4 / 64
+  assert reg['face']['error_share'] == 0.0
+  np.testing.assert_allclose(reg['changed']['error_share'], 4 * 60**2 / (4 * 60**2 + 30**2))
+  np.testing.assert_allclose(reg['unchanged']['error_share'], 30**2 / (4 * 60**2 + 30**2))
+  assert abs(reg['face']['colour'] - 1.0) < 1e-9 and abs(reg['changed']['colour']) < 1e-9
+  assert 'colour' not in reg['unchanged']
+  oracle = fidelity.with_inner_face(xt, gt, mask)
+  np.testing.assert_array_equal(oracle[mask], gt[mask])
+  np.testing.assert_array_equal(oracle[~mask], xt[~mask])

@@ -444,7 +444,7 @@ def _const(colour, batch):
 class _Scene:
   """One batch being rendered: parameters, head pose, canvas and the masks layers share."""
 
-  def __init__(self, identity, attributes, size):
+  def __init__(self, identity, attributes, size, hair_identity=None):
     self.ip = _fields(identity, IDENTITY_FIELDS)
     self.ap = _fields(attributes, ATTRIBUTE_FIELDS)
     self.size = size
@@ -453,6 +453,10 @@ class _Scene:
     coords = (np.arange(size, dtype=np.float32) + 0.5) * (2.0 / size) - 1.0
     self.canvas = _Canvas(_background(self.ap, coords, size))
     self.head = _Head(self.ip, self.ap, size)
+    # The head the scalp hair is laid out on (its outline frame): the face's own, or another
+    # identity's (`render_batch(hair_identity=...)`).
+    self.hair_head = self.head if hair_identity is None else _Head(
+        _fields(hair_identity, IDENTITY_FIELDS), self.ap, size)
     self.skin = _rgb(self.ip, 'skin')
     self.hair = _rgb(self.ap, 'hair')  # scalp hair: the target's (attributes)
     self.brow = _rgb(self.ip, 'brow')  # brows and beard: the identity's
@@ -477,32 +481,39 @@ class _Scene:
       canvas.paint(win, _coverage(_ellipse_sdf(u, v, 0.95, 0.48), f.k),
                    _rgb(self.ap, 'cloth') * (0.9 - 0.1 * self.ap['light_y'])[:, None])
 
-  def draw_head(self):
-    """Back hair, neck, ears, face, beard and front hair, then the head's diffuse lighting.
-
-    The outline frame is the head ellipsoid's silhouette (foreshortened by yaw and pitch,
-    rolled in the image) in units of its semi-axes.
-    """
-    ip, ap, head, canvas = self.ip, self.ap, self.head, self.canvas
-    s, one, skin, hair = head.scale, self.one, self.skin, self.hair
-    yaw, pitch, roll = ap['yaw'], ap['pitch'], ap['roll']
+  def _outline(self, head, win):
+    """A head's outline frame (its ellipsoid's silhouette, foreshortened by yaw and pitch,
+    rolled in the image): local (u, v) over win in units of the semi-axes, their edge width
+    and the vertical semi-axis wy."""
+    yaw, pitch, roll = self.ap['yaw'], self.ap['pitch'], self.ap['roll']
     wx = np.sqrt((head.a * np.cos(yaw)) ** 2 + (head.d * np.sin(yaw)) ** 2)
     wy = np.sqrt((head.b * np.cos(pitch)) ** 2 + (head.d * np.sin(pitch)) ** 2)
     outline = _Frame(head.centre, _rot2(roll) * np.stack([wx, wy], -1)[:, None, :] *
-                     s[:, None, None], self.size)
+                     head.scale[:, None, None], self.size)
+    u, v = outline.local(self.canvas, win)
+    return u, v, outline.k * _col(np.minimum(wx, wy)) / _col(np.maximum(wx, wy)), wy
+
+  def draw_head(self):
+    """Back hair, neck, ears, face, beard and front hair, then the head's diffuse lighting,
+    in the head's outline frame (`_outline`); the back and front hair in hair_head's."""
+    ip, ap, head, canvas = self.ip, self.ap, self.head, self.canvas
+    s, one, skin, hair = head.scale, self.one, self.skin, self.hair
+    yaw, roll = ap['yaw'], ap['roll']
     full = canvas.full()
-    u_all, v_all = outline.local(canvas, full)
-    kk = outline.k * _col(np.minimum(wx, wy)) / _col(np.maximum(wx, wy))
+    u_all, v_all, kk, wy = self._outline(head, full)
+    # Scalp hair coordinates: the same frame unless the hair sits on another head.
+    u_h, v_h, kk_h = (u_all, v_all, kk) if self.hair_head is head else (
+        self._outline(self.hair_head, full)[:3])
 
     # Back hair (behind the head): crown + a hanging part for long hair.
     vol = ap['hair_volume']
     back_r = _col(1.0 + vol)
-    d_back = np.maximum(np.sqrt(u_all ** 2 + (v_all + 0.04) ** 2) - back_r, v_all - 0.15)
+    d_back = np.maximum(np.sqrt(u_h ** 2 + (v_h + 0.04) ** 2) - back_r, v_h - 0.15)
     hang = 0.25 + 1.7 * _col(ap['hair_length'])
-    d_hang = np.maximum(np.abs(u_all) - back_r * 0.98,
-                        np.abs(v_all - (hang - 0.2) * 0.5) - (hang + 0.2) * 0.5)
+    d_hang = np.maximum(np.abs(u_h) - back_r * 0.98,
+                        np.abs(v_h - (hang - 0.2) * 0.5) - (hang + 0.2) * 0.5)
     d_back = np.minimum(d_back, np.where(_col(ap['hair_length']) > 0.02, d_hang, 10.0))
-    back_alpha = _coverage(d_back, kk)
+    back_alpha = _coverage(d_back, kk_h)
     canvas.paint(full, back_alpha, hair * 0.8)
 
     # Neck.
@@ -544,12 +555,12 @@ class _Scene:
       canvas.paint(full, beard_alpha * _col(0.8 * ip['beard']), self.brow * 0.85)
 
     # Front hair: cap above a wavy hairline that moves with yaw.
-    u_hair = u_all - 0.35 * _col(np.sin(yaw))
+    u_hair = u_h - 0.35 * _col(np.sin(yaw))
     hairline = (_col(ap['hairline']) + 0.5 * u_hair ** 2 + 0.12 * _col(ap['hair_part']) * u_hair +
                 0.05 * np.sin(9.0 * u_hair + _col(3.0 * ap['hair_part'])))
-    d_cap = np.maximum(np.sqrt(u_all ** 2 + (v_all + 0.02) ** 2) - (1.0 + _col(vol) * 0.8),
-                       v_all - hairline)
-    self.hair_alpha = _coverage(d_cap, kk)
+    d_cap = np.maximum(np.sqrt(u_h ** 2 + (v_h + 0.02) ** 2) - (1.0 + _col(vol) * 0.8),
+                       v_h - hairline)
+    self.hair_alpha = _coverage(d_cap, kk_h)
     canvas.paint(full, self.hair_alpha, hair)
 
     # Diffuse light on the ellipsoid normal: shade = 1 + strength * (max(0, n.l) - 0.55).
@@ -778,7 +789,8 @@ class _Scene:
 
 
 def render_batch(identity: np.ndarray, attributes: np.ndarray, size: int,
-                 return_face_mask: bool = False, return_occluder_mask: bool = False):
+                 return_face_mask: bool = False, return_occluder_mask: bool = False,
+                 hair_identity: np.ndarray | None = None):
   """Renders a batch of faces (vectorised over the batch; results do not depend on it).
 
   Args:
@@ -788,12 +800,17 @@ def render_batch(identity: np.ndarray, attributes: np.ndarray, size: int,
     return_face_mask: also return the coverage of the face outline [B, S, S] in [0, 1].
     return_occluder_mask: also return the occluder's coverage [B, S, S] in [0, 1] (the
       glasses' lenses and frame, the hand; zeros without an occluder).
+    hair_identity: None (the datasets): the scalp hair is laid out on the face's own head
+      (its size is the identity's face_width / face_height). Else float [B, IDENTITY_DIM]:
+      on that identity's head, e.g. a swap's target, so that a ground-truth swap keeps the
+      target's hair silhouette exactly (scripts/fidelity.py --hair_of_target).
 
   Returns:
     uint8 [B, S, S, 3] RGB images in [0, 255], followed by the asked masks in this order:
     (images, face_mask, occluder_mask).
   """
-  scene = _Scene(np.asarray(identity, np.float32), np.asarray(attributes, np.float32), size)
+  scene = _Scene(np.asarray(identity, np.float32), np.asarray(attributes, np.float32), size,
+                 None if hair_identity is None else np.asarray(hair_identity, np.float32))
   scene.draw_clothes()
   scene.draw_head()
   scene.draw_marks()
@@ -812,10 +829,13 @@ def render_batch(identity: np.ndarray, attributes: np.ndarray, size: int,
   return (out, *masks) if masks else out
 
 
-def inner_face_mask(identity: np.ndarray, attributes: np.ndarray, size: int) -> np.ndarray:
+def inner_face_mask(identity: np.ndarray, attributes: np.ndarray, size: int,
+                    hair_identity: np.ndarray | None = None) -> np.ndarray:
   """Coverage [B, S, S] in [0, 1] of the inner face: the face outline minus the front hair
-  (the region a face swap changes; occluders drawn over it still count as inside)."""
-  scene = _Scene(np.asarray(identity, np.float32), np.asarray(attributes, np.float32), size)
+  (the region a face swap changes; occluders drawn over it still count as inside);
+  hair_identity as in `render_batch`."""
+  scene = _Scene(np.asarray(identity, np.float32), np.asarray(attributes, np.float32), size,
+                 None if hair_identity is None else np.asarray(hair_identity, np.float32))
   scene.draw_head()
   return (scene.face_alpha * (1.0 - scene.hair_alpha)).astype(np.float32)
 
