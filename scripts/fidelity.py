@@ -65,21 +65,21 @@ def face_colour_transfer(y, xt, gt, mask):
   return float(np.mean((d_y * d_gt).sum(0) / np.maximum((d_gt * d_gt).sum(0), 1e-9)))
 
 
-def hair_of_target(pairs, data_dir=''):
+def hair_of_target(pairs, name, data_dir=''):
   """pairs with 'swap' re-rendered, the scalp hair on the target's head (module doc).
 
   The targets' identities are not stored: they are drawn again from the builder's seed and
   the target labels, and checked by re-rendering X_t exactly."""
   from fsjax.data import build  # pylint: disable=g-import-not-at-top
   from fsjax.data import synthetic_faces  # pylint: disable=g-import-not-at-top
-  cfg = build.get_builder(pairs['name'], data_dir or None).builder_config
+  cfg = build.get_builder(name, data_dir or None).builder_config
   idx = pairs['target_label'] - cfg.train_identities  # test labels follow the train ones
   tid = np.stack([synthetic_faces.sample_identity(synthetic_faces.identity_rng(
       cfg.seed, 'test', int(i))) for i in idx])
   size = pairs['target'].shape[1]
   if not np.array_equal(synthetic_faces.render_batch(tid, pairs['attribute_params'], size),
                         pairs['target']):
-    sys.exit(f"{pairs['name']}: the targets' identities could not be recovered from their "
+    sys.exit(f"{name}: the targets' identities could not be recovered from their "
              'labels (a different dataset version?)')
   out = dict(pairs)
   out['swap'] = synthetic_faces.render_batch(pairs['identity_params'], pairs['attribute_params'],
@@ -128,11 +128,11 @@ def evaluate(workdir, pairs, mask):
   r = q(swapper.generate(xt, z_t))
   e_y, e_s, e_t = (swapper.unit_embeddings(v) for v in (y, xs, xt))
   cos_s, cos_t = np.sum(e_y * e_s, -1), np.sum(e_y * e_t, -1)
+  regions = region_figures(y, xt, gt, mask)
   out = {'swap': _figures(y, gt, mask), 'self_rec': _figures(r, xt, mask),
          'cos_source': float(cos_s.mean()), 'cos_target': float(cos_t.mean()),
          'closer_to_source': float((cos_s > cos_t).mean()),
-         'face_colour_transfer': face_colour_transfer(y, xt, gt, mask),
-         'regions': region_figures(y, xt, gt, mask),
+         'face_colour_transfer': regions['face']['colour'], 'regions': regions,
          'oracle_gt_inner_face': _figures(with_inner_face(y, gt, mask), gt, mask),
          'seconds': time.time() - t0}
   return out, y, r
@@ -152,9 +152,8 @@ def main(argv=None):
 
   from fsjax.data import synthetic_faces  # pylint: disable=g-import-not-at-top
   pairs = _load_pairs(args.pairs, args.data_dir, args.num_pairs)
-  pairs['name'] = args.pairs
   if args.hair_of_target:
-    pairs = hair_of_target(pairs, args.data_dir)
+    pairs = hair_of_target(pairs, args.pairs, args.data_dir)
   size = pairs['swap'].shape[1]
   mask = synthetic_faces.inner_face_mask(pairs['identity_params'], pairs['attribute_params'],
                                          size, pairs.get('hair_identity')) > 0.5
@@ -163,8 +162,8 @@ def main(argv=None):
              'return_target': _figures(xt, gt, mask), 'return_source': _figures(xs, gt, mask),
              'oracle_target_gt_inner_face': _figures(with_inner_face(xt, gt, mask), gt, mask)}
   rt = results['return_target']
-  print(f"{len(gt)} pairs of {args.pairs} test"
-        f"{' (GT with the hair on the target head)' if args.hair_of_target else ''}; floors vs GT: X_t {rt['psnr']:.2f} dB / "
+  hair = ' (GT with the hair on the target head)' if args.hair_of_target else ''
+  print(f"{len(gt)} pairs of {args.pairs} test{hair}; floors vs GT: X_t {rt['psnr']:.2f} dB / "
         f"SSIM {rt['ssim']:.3f} / face {rt['psnr_face']:.2f} dB; X_s "
         f"{results['return_source']['psnr']:.2f} / {results['return_source']['ssim']:.3f} / "
         f"{results['return_source']['psnr_face']:.2f}")

@@ -810,7 +810,7 @@ def render_batch(identity: np.ndarray, attributes: np.ndarray, size: int,
     (images, face_mask, occluder_mask).
   """
   scene = _Scene(np.asarray(identity, np.float32), np.asarray(attributes, np.float32), size,
-                 None if hair_identity is None else np.asarray(hair_identity, np.float32))
+                 hair_identity)
   scene.draw_clothes()
   scene.draw_head()
   scene.draw_marks()
@@ -835,7 +835,7 @@ def inner_face_mask(identity: np.ndarray, attributes: np.ndarray, size: int,
   (the region a face swap changes; occluders drawn over it still count as inside);
   hair_identity as in `render_batch`."""
   scene = _Scene(np.asarray(identity, np.float32), np.asarray(attributes, np.float32), size,
-                 None if hair_identity is None else np.asarray(hair_identity, np.float32))
+                 hair_identity)
   scene.draw_head()
   return (scene.face_alpha * (1.0 - scene.hair_alpha)).astype(np.float32)
 
