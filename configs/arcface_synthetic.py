@@ -10,7 +10,7 @@ It trains on the 3000 'train' identities (6 images each) and verifies on pairs o
 AEI-Net at it with --config.identity.checkpoint=WORKDIR/identity (configs/synthetic.py
 trains it by itself when missing).
 
-Expected (synthetic_faces 2.0.0): 92.0% verification accuracy on unseen identities
+Expected (synthetic_faces 3.0.0, whose single faces are 2.0.0's): 92.0% verification accuracy on unseen identities
 (TAR@FAR=1e-3 0.301) in ~12 minutes on an idle 2-core CPU (4000 steps; measured 2026-12-01 as
 the first stage of the README main job, 730 s). The table below is on 1.0.0, where hair was
 an identity trait (99.3% there; 2.0.0 leaves the inner face only; 1500 steps give 87.05%).
@@ -25,8 +25,12 @@ Recorded results (the command above on the 2-core dev CPU, otherwise idle unless
 verification accuracy, TAR@FAR=1e-3; margin 0.5 unless noted):
 
   date        stem  steps  wall     accuracy  TAR@FAR   notes
-  2026-12-01   2    4000    730 s   91.98%    0.301     synthetic_faces 2.0.0, this config, idle
-                                                        (inside the README main job)
+  2026-12-01   2    4000    741 s   91.98%    0.301     synthetic_faces 3.0.0, this config, idle
+                                                        (inside the README main job, 20:37)
+  2026-12-01   2    4000    730 s   91.98%    0.301     synthetic_faces 2.0.0, the same
+  2026-12-01   2    4000   1347 s   83.28%    0.036     synthetic_faces/ids112 3.0.0 (9000 ids x 4
+                                                        images; 7 epochs under-train it, train
+                                                        acc 0.40), beside the test suite
   2026-11-27   2    4000    849 s   99.28%    0.976     this config: 852 s for the whole
                                                         command (/usr/bin/time), 1.3 GB RSS
   2026-11-27   2    4000   1028 s   99.28%    0.976     the same, first 3 min shared with a

@@ -5,12 +5,12 @@ Run (after the README main job wrote workdirs/synthetic):
   fsjax train-hear --config configs/hear_synthetic.py --workdir workdirs/hear_synthetic \
     --aei workdirs/synthetic
 
-Expected (measured 2026-12-01 19:10 on top of the README main job of 18:28; 9.8 min wall on
-the idle 2-core CPU): on the 1000 held-out synthetic_faces/occluded64 pairs (`fsjax eval
---checkpoint EXPORT --pairs synthetic_faces/occluded64`) occluder-region PSNR 15.09 -> 15.84 dB,
-whole image 18.86 -> 19.23 dB, pose error 8.12 -> 6.32 deg, but ID top-1 0.266 -> 0.208 (AEI-Net
-alone -> AEI-Net + HEAR-Net). The issue's +3 dB is NOT reached and ID retrieval drops;
-docs/fidelity.md "HEAR-Net".
+Expected (measured 2026-12-01 21:36 on synthetic_faces 3.0.0, on top of the README main job of
+20:37; 9.5 min wall on the idle 2-core CPU): on the 1000 held-out synthetic_faces/occluded64
+pairs (`fsjax eval --checkpoint EXPORT --pairs synthetic_faces/occluded64`) occluder-region PSNR
+15.11 -> 15.86 dB, whole image 20.51 -> 20.96 dB, pose error 8.12 -> 6.32 deg, but ID top-1
+0.266 -> 0.208 (AEI-Net alone -> AEI-Net + HEAR-Net). The issue's +3 dB is NOT reached and ID
+retrieval drops; docs/fidelity.md "HEAR-Net".
 """
 
 from configs import hear_default

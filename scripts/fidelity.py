@@ -7,8 +7,9 @@ For each workdir (latest checkpoint, EMA generator, as `fsjax.load_swapper` load
 first N test pairs (identities never seen in training) it prints:
 
 - swap Y = G(X_t, z_id(X_s)) against the ground-truth swap GT: PSNR / SSIM over the image and
-  PSNR inside the inner face (`synthetic_faces.inner_face_mask` of GT > 0.5: the face outline
-  minus the front hair, the region a face swap should change);
+  PSNR inside the inner face (`synthetic_faces.inner_face_mask` of GT > 0.5, with GT's hair on
+  the target's head: the face outline minus the front hair, the region a face swap should
+  change);
 - self-reconstruction R = G(X_t, z_id(X_t)) against X_t (how much the attribute path can
   carry; an upper bound on what the swap can keep from the target);
 - the trivial answers "return X_t" / "return X_s" against GT (the floors the targets of
@@ -20,17 +21,11 @@ first N test pairs (identities never seen in training) it prints:
   0: Y keeps the target's);
 - where Y's error lies (`region_figures`): the share of its squared error and the colour
   slope above in three regions: the inner face; 'changed', the pixels outside it where GT
-  differs from X_t (the face outline, ears, hairline and hair silhouette, which the renderer
-  draws around the source's head shape, and the neck in the source's skin tone); the rest,
-  which GT shares with X_t;
+  differs from X_t (the face outline and ears, which follow the source's head shape, and the
+  neck in the source's skin tone; on synthetic_faces 2.0.0 also the hair silhouette and
+  hairline, laid out on the source's head there); the rest, which GT shares with X_t;
 - oracles (`with_inner_face`): Y and X_t with GT's inner face pasted in, i.e. what a perfect
   inner face would score with Y's / X_t's pixels everywhere else.
-
-With --hair_of_target every figure is taken against a ground truth re-rendered with the
-scalp hair laid out on the target's head instead of the source's (`render_batch(...,
-hair_identity=target)`: the target's exact hair silhouette and hairline, the source's inner
-face, outline and ears), i.e. what the pairs would be if the hair's geometry were an attribute
-too; the targets printed are relative to "return X_t" on that ground truth.
 
 PSNR is the mean over pairs of per-pair PSNR (fsjax.eval.metrics). This is the quick
 ablation tool; the recorded figures come from `fsjax eval --protocol synthetic`.
@@ -63,29 +58,6 @@ def face_colour_transfer(y, xt, gt, mask):
   mean = lambda v: (v.astype(np.float64) * w).sum((1, 2)) / np.maximum(w.sum((1, 2)), 1)
   d_gt, d_y = mean(gt) - mean(xt), mean(y) - mean(xt)
   return float(np.mean((d_y * d_gt).sum(0) / np.maximum((d_gt * d_gt).sum(0), 1e-9)))
-
-
-def hair_of_target(pairs, name, data_dir=''):
-  """pairs with 'swap' re-rendered, the scalp hair on the target's head (module doc).
-
-  The targets' identities are not stored: they are drawn again from the builder's seed and
-  the target labels, and checked by re-rendering X_t exactly."""
-  from fsjax.data import build  # pylint: disable=g-import-not-at-top
-  from fsjax.data import synthetic_faces  # pylint: disable=g-import-not-at-top
-  cfg = build.get_builder(name, data_dir or None).builder_config
-  idx = pairs['target_label'] - cfg.train_identities  # test labels follow the train ones
-  tid = np.stack([synthetic_faces.sample_identity(synthetic_faces.identity_rng(
-      cfg.seed, 'test', int(i))) for i in idx])
-  size = pairs['target'].shape[1]
-  if not np.array_equal(synthetic_faces.render_batch(tid, pairs['attribute_params'], size),
-                        pairs['target']):
-    sys.exit(f"{name}: the targets' identities could not be recovered from their "
-             'labels (a different dataset version?)')
-  out = dict(pairs)
-  out['swap'] = synthetic_faces.render_batch(pairs['identity_params'], pairs['attribute_params'],
-                                             size, hair_identity=tid)
-  out['hair_identity'] = tid
-  return out
 
 
 def changed_outside(xt, gt, mask, threshold=8):
@@ -146,24 +118,19 @@ def main(argv=None):
   parser.add_argument('--data_dir', default='')
   parser.add_argument('--json', default='')
   parser.add_argument('--grid', default='', help='PNG: X_s | X_t | Y | GT | R rows (first workdir)')
-  parser.add_argument('--hair_of_target', action='store_true',
-                      help='score against a ground truth with the hair on the target\'s head')
   args = parser.parse_args(argv)
 
   from fsjax.data import synthetic_faces  # pylint: disable=g-import-not-at-top
   pairs = _load_pairs(args.pairs, args.data_dir, args.num_pairs)
-  if args.hair_of_target:
-    pairs = hair_of_target(pairs, args.pairs, args.data_dir)
   size = pairs['swap'].shape[1]
   mask = synthetic_faces.inner_face_mask(pairs['identity_params'], pairs['attribute_params'],
-                                         size, pairs.get('hair_identity')) > 0.5
+                                         size, pairs.get('target_identity_params')) > 0.5
   xs, xt, gt = pairs['source'], pairs['target'], pairs['swap']
-  results = {'num_pairs': len(gt), 'pairs': args.pairs, 'hair_of_target': args.hair_of_target,
+  results = {'num_pairs': len(gt), 'pairs': args.pairs,
              'return_target': _figures(xt, gt, mask), 'return_source': _figures(xs, gt, mask),
              'oracle_target_gt_inner_face': _figures(with_inner_face(xt, gt, mask), gt, mask)}
   rt = results['return_target']
-  hair = ' (GT with the hair on the target head)' if args.hair_of_target else ''
-  print(f"{len(gt)} pairs of {args.pairs} test{hair}; floors vs GT: X_t {rt['psnr']:.2f} dB / "
+  print(f"{len(gt)} pairs of {args.pairs} test; floors vs GT: X_t {rt['psnr']:.2f} dB / "
         f"SSIM {rt['ssim']:.3f} / face {rt['psnr_face']:.2f} dB; X_s "
         f"{results['return_source']['psnr']:.2f} / {results['return_source']['ssim']:.3f} / "
         f"{results['return_source']['psnr_face']:.2f}")

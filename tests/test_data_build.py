@@ -52,9 +52,13 @@ _BUILD_SCRIPT = _HIDE_TF + textwrap.dedent('''
       for split, data in source.items():
         for i in range(len(data)):
           ex = data[i]
-          if pairs:  # The stored swap is the render of (source identity, target attributes).
-            swap = sf.render(ex['identity_params'], ex['attribute_params'], 32)
+          if pairs:  # The stored swap is the render of (source identity, target attributes)
+            # with the hair laid out on the target's head (3.0.0).
+            swap = sf.render_batch(ex['identity_params'][None], ex['attribute_params'][None],
+                                   32, hair_identity=ex['target_identity_params'][None])[0]
             assert np.array_equal(ex['swap'], swap)
+            assert not np.array_equal(
+                ex['swap'], sf.render(ex['identity_params'], ex['attribute_params'], 32))
             assert ex['source_label'] != ex['target_label']
           else:  # Stored images are exactly the renders of their stored parameters.
             img = sf.render(ex['identity_params'], ex['attribute_params'], 32)

@@ -16,9 +16,12 @@ def _pairs(n=6, size=32):
   atts = np.stack([synthetic_faces.sample_attributes(rng) for _ in range(2 * n)])
   src, tgt = np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2)
   render = lambda i, a: synthetic_faces.render_batch(ids[i], atts[a], size)
-  return {'source': render(src, src), 'target': render(tgt, tgt), 'swap': render(src, tgt),
+  # The ground truth lays the hair out on the target's head, as synthetic_faces 3.0.0 does.
+  swap = synthetic_faces.render_batch(ids[src], atts[tgt], size, hair_identity=ids[tgt])
+  return {'source': render(src, src), 'target': render(tgt, tgt), 'swap': swap,
           'source_label': 100 + src, 'target_label': 100 + tgt,
-          'identity_params': ids[src], 'attribute_params': atts[tgt]}
+          'identity_params': ids[src], 'attribute_params': atts[tgt],
+          'target_identity_params': ids[tgt]}
 
 
 class _FakeSwapper:
@@ -107,8 +110,12 @@ def test_ground_truth_is_the_ceiling(pairs):
 
 def test_face_region_is_the_face():
   p = _pairs(n=2, size=64)
-  mask, image = synthetic.face_region(p['identity_params'], p['attribute_params'], 64)
+  mask, image = synthetic.face_region(p['identity_params'], p['attribute_params'], 64,
+                                      p['target_identity_params'])
   np.testing.assert_array_equal(image, p['swap'])
+  # Without the target's head under the hair it is another image (2.0.0's ground truth).
+  _, own_head = synthetic.face_region(p['identity_params'], p['attribute_params'], 64)
+  assert not np.array_equal(own_head, p['swap'])
   assert mask.dtype == bool and mask.shape == (2, 64, 64)
   assert mask[:, 30:34, 30:34].all()  # the face centre
   assert not mask[:, :3].any() and not mask[:, :, :3].any()  # the frame border
@@ -123,7 +130,8 @@ def test_occluded_pairs_score_hear_against_aei_alone():
            for k in ('source', 'target', 'swap')}
   pairs['occluder'] = np.stack([decode(r['occluder_mask']) > synthetic.OCCLUDER_THRESHOLD
                                 for _, r in records])
-  for k in ('source_label', 'target_label', 'identity_params', 'attribute_params'):
+  for k in ('source_label', 'target_label', 'identity_params', 'attribute_params',
+            'target_identity_params'):
     pairs[k] = np.stack([r[k] for _, r in records])
   assert pairs['occluder'].reshape(6, -1).any(axis=1).all()  # every target is occluded
   result = synthetic.evaluate_swapper(_FakeSwapper(pairs, 'target', refined='swap'), pairs,

@@ -125,7 +125,7 @@ def test_hair_and_neck_belong_to_the_target():
 
 def test_hair_identity_lays_the_hair_on_another_head():
   """render_batch(hair_identity=...): the default is the face's own head; the target's head
-  keeps the target's hair silhouette in a swap (scripts/fidelity.py --hair_of_target)."""
+  keeps the target's hair silhouette in a swap (the ground truth of dataset 3.0.0)."""
   src, tgt = _identity(30), _identity(31)
   src = sf.replace_fields(src, sf.IDENTITY_FIELDS, face_width=0.52, face_height=0.74)
   tgt = sf.replace_fields(tgt, sf.IDENTITY_FIELDS, face_width=0.66, face_height=0.88)
@@ -146,6 +146,22 @@ def test_hair_identity_lays_the_hair_on_another_head():
   diff = lambda a: (np.abs(a.astype(int) - xt.astype(int)).max(-1) > 8)[outside].mean()
   assert diff(gt) > 0.04
   assert diff(gt_hair_of_target) < 0.25 * diff(gt)
+
+
+def test_pair_records_ground_truth_keeps_the_targets_hair_head():
+  """Dataset 3.0.0: GT = render(source identity, target attributes, hair on the target's
+  head), the target's identity stored; sources and targets are plain renders."""
+  decode = lambda b: np.asarray(__import__('cv2').imdecode(np.frombuffer(b, np.uint8), -1))
+  records = [r for _, r in sf.pair_records(0, 'test', S, 10, 100, 0, 4)]
+  tgt_ids = np.stack([r['target_identity_params'] for r in records])
+  src_ids = np.stack([r['identity_params'] for r in records])
+  atts = np.stack([r['attribute_params'] for r in records])
+  image = lambda k: np.stack([decode(r[k])[..., ::-1] for r in records])
+  np.testing.assert_array_equal(image('swap'), sf.render_batch(src_ids, atts, S,
+                                                               hair_identity=tgt_ids))
+  np.testing.assert_array_equal(image('target'), sf.render_batch(tgt_ids, atts, S))
+  assert not np.array_equal(image('swap'), sf.render_batch(src_ids, atts, S))
+  assert all(r['source_label'] != r['target_label'] for r in records)
 
 
 def test_identity_variation_exceeds_attribute_variation():

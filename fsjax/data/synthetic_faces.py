@@ -8,7 +8,8 @@ A face is drawn from two independent parameter vectors:
   target: head yaw/pitch/roll, expression (mouth open, smile, blink, gaze), lighting,
   background, clothes, scale/position jitter, an optional occluder (glasses or a hand) and,
   since dataset version 2.0.0, the scalp hair (colour, hairline, volume, length, parting) and
-  the neck width (`MOVED_TO_ATTRIBUTES_V2`).
+  the neck width (`MOVED_TO_ATTRIBUTES_V2`); since 3.0.0 a ground-truth swap also lays the
+  hair out on the target's head (`pair_records`), so the hair's geometry is the target's too.
 
 Facial features sit on an ellipsoidal head: pose rotates them in 3-D, so they shift, turn and
 foreshorten while the outline stays put (2.5-D). Every shape is a signed distance field turned
@@ -800,10 +801,10 @@ def render_batch(identity: np.ndarray, attributes: np.ndarray, size: int,
     return_face_mask: also return the coverage of the face outline [B, S, S] in [0, 1].
     return_occluder_mask: also return the occluder's coverage [B, S, S] in [0, 1] (the
       glasses' lenses and frame, the hand; zeros without an occluder).
-    hair_identity: None (the datasets): the scalp hair is laid out on the face's own head
+    hair_identity: None (single faces): the scalp hair is laid out on the face's own head
       (its size is the identity's face_width / face_height). Else float [B, IDENTITY_DIM]:
-      on that identity's head, e.g. a swap's target, so that a ground-truth swap keeps the
-      target's hair silhouette exactly (scripts/fidelity.py --hair_of_target).
+      on that identity's head: a swap's target in the ground-truth swaps of `pair_records`
+      (dataset 3.0.0), which so keep the target's hair silhouette exactly.
 
   Returns:
     uint8 [B, S, S, 3] RGB images in [0, 255], followed by the asked masks in this order:
@@ -919,7 +920,11 @@ def pair_records(seed: int, split: str, size: int, num_identities: int, label_of
   """Pair records start..stop-1 of a split: (key, {source, target, swap, ...}).
 
   Source and target identities are two different identities of the split (drawn from
-  `num_identities`); swap = render(identity of source, attributes of target).
+  `num_identities`); swap = render(identity of source, attributes of target), with the scalp
+  hair laid out on the target's head (`render_batch(hair_identity=...)`, dataset 3.0.0), so the
+  true swap keeps the target's hair silhouette and hairline exactly and changes the inner face,
+  outline and ears. 'target_identity_params' stores the target's identity (for the face
+  region: `inner_face_mask(identity_params, attribute_params, size, target_identity_params)`).
   With `occluded`, every target carries an occluder (glasses or a hand, half each; the source
   none), the true swap keeps it (it is a target attribute), and the record adds
   'occluder_mask': the occluder's coverage in the swap as uint8 [S, S, 1] PNG (0-255). The
@@ -950,14 +955,16 @@ def pair_records(seed: int, split: str, size: int, num_identities: int, label_of
   n = len(labels)
   images, occluder = render_batch(np.stack(src_ids + tgt_ids + src_ids),
                                   np.stack(src_atts + tgt_atts + tgt_atts), size,
-                                  return_occluder_mask=True)
+                                  return_occluder_mask=True,
+                                  hair_identity=np.stack(src_ids + tgt_ids + tgt_ids))
   png = tfds_utils.encode_png
   records = []
   for m, k in enumerate(keys):
     record = {'source': png(images[m]), 'target': png(images[n + m]),
               'swap': png(images[2 * n + m]),
               'source_label': labels[m][0], 'target_label': labels[m][1],
-              'identity_params': src_ids[m], 'attribute_params': tgt_atts[m]}
+              'identity_params': src_ids[m], 'attribute_params': tgt_atts[m],
+              'target_identity_params': tgt_ids[m]}
     if occluded:
       record['occluder_mask'] = png(np.rint(255.0 * occluder[2 * n + m])[..., None]
                                     .astype(np.uint8))

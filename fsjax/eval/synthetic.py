@@ -2,9 +2,10 @@
 fidelity to the ground-truth swap, which only synthetic data has.
 
 Each held-out pair of synthetic_faces/pairsN (identities never seen in training) holds
-X_s, X_t, the correct swap GT = render(identity of X_s, attributes of X_t), the source
-identity and target attribute parameters, and both identity labels. The swapper's output is
-Y = G(X_t, z_id(X_s)) on the crop (the pairs are already aligned, as the training data).
+X_s, X_t, the correct swap GT = render(identity of X_s, attributes of X_t, the scalp hair
+laid out on X_t's head), the source and target identity and target attribute parameters, and
+both identity labels. The swapper's output is Y = G(X_t, z_id(X_s)) on the crop (the pairs
+are already aligned, as the training data).
 For Y, and as `reference` for GT (the ceiling) and for the trivial answers "return X_t"
 and "return X_s" (the floors), `answer_figures` reports:
 
@@ -27,7 +28,8 @@ and "return X_s" (the floors), `answer_figures` reports:
 - unchanged_outside_mask: the fraction of pixels outside the face region equal to X_t's
   (metrics.unchanged_fraction). The generator repaints the whole crop, so for Y this
   measures how much of the target's surroundings it reproduced bit-exactly (real frames get
-  1.0 from the paste-back); GT shows how much a correct swap changes there (hair, ears).
+  1.0 from the paste-back); GT shows how much a correct swap changes there (ears, outline,
+  neck colour).
 
 On occluded pairs (synthetic_faces/occludedN, whose records carry `occluder_mask`) every
 answer also gets psnr_occluder: PSNR to GT inside the occluder (coverage > 0.5), HEAR-Net's
@@ -84,7 +86,9 @@ def load_pairs(name: str, data_dir: str = '', split: str = 'test',
   Returns:
     {'source', 'target', 'swap': uint8 [N, S, S, 3], 'source_label', 'target_label':
      int64 [N], 'identity_params': float32 [N, 44] (of the source), 'attribute_params':
-     float32 [N, 46] (of the target)}, plus 'occluder': bool [N, S, S] on occluded pairs.
+     float32 [N, 46] (of the target), 'target_identity_params': float32 [N, 44] (of the
+     target: the ground truth's hair head, dataset 3.0.0)}, plus 'occluder': bool [N, S, S]
+     on occluded pairs.
   """
   from fsjax.data import build  # pylint: disable=g-import-not-at-top
   from fsjax.data import input_pipeline  # pylint: disable=g-import-not-at-top
@@ -99,20 +103,26 @@ def load_pairs(name: str, data_dir: str = '', split: str = 'test',
     out['occluder'] = np.stack([np.asarray(r['occluder_mask'], np.uint8).reshape(
         out['swap'].shape[1:3]) > OCCLUDER_THRESHOLD for r in records])
   for k, dtype in (('source_label', np.int64), ('target_label', np.int64),
-                   ('identity_params', np.float32), ('attribute_params', np.float32)):
+                   ('identity_params', np.float32), ('attribute_params', np.float32),
+                   ('target_identity_params', np.float32)):
     if n and k in records[0]:
       out[k] = np.stack([np.asarray(r[k], dtype) for r in records])
   return out
 
 
-def face_region(identity_params: np.ndarray, attribute_params: np.ndarray, size: int
+def face_region(identity_params: np.ndarray, attribute_params: np.ndarray, size: int,
+                target_identity_params: Optional[np.ndarray] = None
                 ) -> tuple[np.ndarray, np.ndarray]:
-  """(bool [N, S, S] face region of GT (module doc), uint8 [N, S, S, 3] GT re-rendered)."""
+  """(bool [N, S, S] face region of GT (module doc), uint8 [N, S, S, 3] GT re-rendered).
+
+  target_identity_params [N, 44]: the head GT's hair is laid out on (the pairs' target,
+  dataset 3.0.0); None: the source's own head."""
   masks, images = [], []
   for i in range(0, len(identity_params), 64):
+    hair = None if target_identity_params is None else target_identity_params[i:i + 64]
     image, alpha = synthetic_faces.render_batch(identity_params[i:i + 64],
                                                 attribute_params[i:i + 64], size,
-                                                return_face_mask=True)
+                                                return_face_mask=True, hair_identity=hair)
     images.append(image)
     masks.append(alpha > FACE_THRESHOLD)
   return np.concatenate(masks), np.concatenate(images)
@@ -151,7 +161,8 @@ def evaluate_answers(answers: Mapping[str, np.ndarray], pairs: Mapping[str, np.n
   """
   xs, xt, gt = pairs['source'], pairs['target'], pairs['swap']
   size = xs.shape[1]
-  face, rerendered = face_region(pairs['identity_params'], pairs['attribute_params'], size)
+  face, rerendered = face_region(pairs['identity_params'], pairs['attribute_params'], size,
+                                 pairs.get('target_identity_params'))
   labels = {'source': pairs['source_label'], 'target': pairs['target_label']}
   pose_t, expr_t = estimators.pose_expression.predict(xt)
   figures = {name: {} for name in answers}
