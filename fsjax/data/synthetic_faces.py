@@ -953,21 +953,20 @@ def pair_records(seed: int, split: str, size: int, num_identities: int, label_of
     src_atts.append(src_att)
     tgt_atts.append(tgt_att)
   n = len(labels)
-  images, occluder = render_batch(np.stack(src_ids + tgt_ids + src_ids),
-                                  np.stack(src_atts + tgt_atts + tgt_atts), size,
-                                  return_occluder_mask=True,
-                                  hair_identity=np.stack(src_ids + tgt_ids + tgt_ids))
+  # Sources and targets are plain renders (their hair on their own head); only the swaps
+  # need the second head frame and the occluder mask.
+  faces = render_batch(np.stack(src_ids + tgt_ids), np.stack(src_atts + tgt_atts), size)
+  swaps, occluder = render_batch(np.stack(src_ids), np.stack(tgt_atts), size,
+                                 return_occluder_mask=True, hair_identity=np.stack(tgt_ids))
   png = tfds_utils.encode_png
   records = []
   for m, k in enumerate(keys):
-    record = {'source': png(images[m]), 'target': png(images[n + m]),
-              'swap': png(images[2 * n + m]),
+    record = {'source': png(faces[m]), 'target': png(faces[n + m]), 'swap': png(swaps[m]),
               'source_label': labels[m][0], 'target_label': labels[m][1],
               'identity_params': src_ids[m], 'attribute_params': tgt_atts[m],
               'target_identity_params': tgt_ids[m]}
     if occluded:
-      record['occluder_mask'] = png(np.rint(255.0 * occluder[2 * n + m])[..., None]
-                                    .astype(np.uint8))
+      record['occluder_mask'] = png(np.rint(255.0 * occluder[m])[..., None].astype(np.uint8))
     records.append((k, record))
   return records
 
