@@ -28,6 +28,10 @@ verification accuracy, TAR@FAR=1e-3; margin 0.5 unless noted):
   2026-12-01   2    4000    741 s   91.98%    0.301     synthetic_faces 3.0.0, this config, idle
                                                         (inside the README main job, 20:37)
   2026-12-01   2    4000    730 s   91.98%    0.301     synthetic_faces 2.0.0, the same
+  2026-12-02   2    4000   1398 s   93.53%    0.310     --config.loss.identity_params=1 (the
+                                                        identity-parameter head), beside the
+                                                        next run; AEI-Net on it no better
+  2026-12-02   2    4000   1394 s   92.32%    0.260     --config.loss.identity_params=5
   2026-12-01   2    4000   1347 s   83.28%    0.036     synthetic_faces/ids112 3.0.0 (9000 ids x 4
                                                         images; 7 epochs under-train it, train
                                                         acc 0.40), beside the test suite
@@ -76,6 +80,10 @@ def get_config():
   config.loss.margin = 0.5  # m (additive angular; 0.3: -0.3% verification at 1500 steps)
   config.loss.easy_margin = False
   config.loss.margin_warmup_steps = 200  # ramp m from 0 (0 = off)
+  # Weight of a regression of the renderer's identity parameters from the unit embedding
+  # (fsjax option, synthetic_faces only; 0 = plain ArcFace; fsjax/identity/train_lib.py).
+  # 1.0: 93.53% verification, but AEI-Net on it swaps no better (docs/fidelity.md).
+  config.loss.identity_params = 0.0
 
   config.fc = ml_collections.ConfigDict()
   config.fc.num_classes = 0  # 0 = max label + 1

@@ -17,6 +17,7 @@ def get_config():
   config.model.width = 0
   config.model.embedding_dim = 0  # tiny: widths 8/16/32/64, 64-d
   config.loss.margin_warmup_steps = 0
+  config.loss.identity_params = 1.0  # exercises the identity-parameter head
   config.fc.shard = 'always'
   config.optimizer.warmup_steps = 0
   config.eval.num_pairs = 100

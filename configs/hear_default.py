@@ -26,6 +26,7 @@ def get_config():
   config.hear = ml_collections.ConfigDict()
   config.hear.channels = (64, 128, 256, 512, 512)  # down-path widths (256 -> 8 px)
   config.hear.full_res_channels = 0  # fsjax option: full-resolution input path (0 = paper)
+  config.hear.target_input = False  # fsjax option: X_t joins the input (False = paper)
   # Occluders pasted on every target: a folder with hands/*.png and objects/*.png RGBA
   # cut-outs (EgoHands / GTEA Hand2K hands, ShapeNet renders), '' = the built-in set.
   config.hear.occluders_dir = ''

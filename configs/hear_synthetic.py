@@ -10,7 +10,9 @@ Expected (measured 2026-12-01 21:36 on synthetic_faces 3.0.0, on top of the READ
 pairs (`fsjax eval --checkpoint EXPORT --pairs synthetic_faces/occluded64`) occluder-region PSNR
 15.11 -> 15.86 dB, whole image 20.51 -> 20.96 dB, pose error 8.12 -> 6.32 deg, but ID top-1
 0.266 -> 0.208 (AEI-Net alone -> AEI-Net + HEAR-Net). The issue's +3 dB is NOT reached and ID
-retrieval drops; docs/fidelity.md "HEAR-Net".
+retrieval drops; docs/fidelity.md "HEAR-Net". `--config.hear.target_input=True` (X_t in
+the input, not the paper; 2026-12-02) reaches +2.81 dB in the occluder but ID top-1 0.057 (it
+returns the target's face); with `--config.loss.rec=3` ID 0.211 and +0.65 dB.
 """
 
 from configs import hear_default

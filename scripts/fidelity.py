@@ -1,7 +1,7 @@
 """Fast fidelity check of AEI-Net workdirs on held-out synthetic pairs (issue 19 ablations).
 
-  python scripts/fidelity.py WORKDIR [WORKDIR...] [--num_pairs 300] [--pairs synthetic_faces/pairs64]
-      [--data_dir D] [--json out.json] [--grid out.png]
+  python scripts/fidelity.py [WORKDIR...] [--num_pairs 300] [--pairs synthetic_faces/pairs64]
+      [--data_dir D] [--json out.json] [--grid out.png] [--parameter_oracles]
 
 For each workdir (latest checkpoint, EMA generator, as `fsjax.load_swapper` loads it) and the
 first N test pairs (identities never seen in training) it prints:
@@ -25,7 +25,11 @@ first N test pairs (identities never seen in training) it prints:
   neck in the source's skin tone; on synthetic_faces 2.0.0 also the hair silhouette and
   hairline, laid out on the source's head there); the rest, which GT shares with X_t;
 - oracles (`with_inner_face`): Y and X_t with GT's inner face pasted in, i.e. what a perfect
-  inner face would score with Y's / X_t's pixels everywhere else.
+  inner face would score with Y's / X_t's pixels everywhere else;
+- with --parameter_oracles, which of the identity's traits the figures reward
+  (`parameter_oracles`): the ground truth re-rendered with one group of identity parameters
+  (colours, head shape, eyes, brows, nose, mouth, marks) taken from the source and the rest
+  from the target ("X_t + the source's colours"), and the other way round.
 
 PSNR is the mean over pairs of per-pair PSNR (fsjax.eval.metrics). This is the quick
 ablation tool; the recorded figures come from `fsjax eval --protocol synthetic`.
@@ -88,6 +92,41 @@ def with_inner_face(image, gt, mask):
   return np.where(mask[..., None], gt, image)
 
 
+IDENTITY_GROUPS = (
+    ('colours', ('skin_r', 'skin_g', 'skin_b', 'iris_r', 'iris_g', 'iris_b', 'lip_r', 'lip_g',
+                 'lip_b', 'brow_r', 'brow_g', 'brow_b')),
+    ('head shape', ('face_width', 'face_height', 'jaw_taper', 'chin_power', 'face_depth',
+                    'ear_size')),
+    ('eyes', ('eye_size', 'eye_spacing', 'eye_height', 'eye_aspect', 'eye_tilt', 'iris_size')),
+    ('brows', ('brow_thickness', 'brow_angle', 'brow_height', 'brow_length', 'brow_arch')),
+    ('nose', ('nose_length', 'nose_width', 'nose_flare')),
+    ('mouth', ('mouth_gap', 'lip_width', 'lip_upper', 'lip_lower')),
+    ('marks, beard', ('beard', 'mark1_x', 'mark1_y', 'mark1_size', 'mark2_x', 'mark2_y',
+                      'mark2_size', 'mark2_angle')),
+)
+
+
+def parameter_oracles(pairs, mask):
+  """{'target + source GROUP' | 'source + target GROUP': figures} of the ground truth
+  re-rendered (target's attributes, hair on the target's head) with one group of identity
+  parameters from the source and the others from the target, or the reverse."""
+  from fsjax.data import synthetic_faces  # pylint: disable=g-import-not-at-top
+  src, tgt = pairs['identity_params'], pairs['target_identity_params']
+  size, fields = pairs['swap'].shape[1], synthetic_faces.IDENTITY_FIELDS
+  out = {}
+  for group, names in IDENTITY_GROUPS:
+    cols = [fields.index(k) for k in names]
+    for name, base, donor in (('target + source', tgt, src), ('source + target', src, tgt)):
+      mixed = base.copy()
+      mixed[:, cols] = donor[:, cols]
+      images = np.concatenate([
+          synthetic_faces.render_batch(mixed[i:i + 64], pairs['attribute_params'][i:i + 64],
+                                       size, hair_identity=tgt[i:i + 64])
+          for i in range(0, len(mixed), 64)])
+      out[f'{name} {group}'] = _figures(images, pairs['swap'], mask)
+  return out
+
+
 def evaluate(workdir, pairs, mask):
   import fsjax  # pylint: disable=g-import-not-at-top
   t0 = time.time()
@@ -112,12 +151,14 @@ def evaluate(workdir, pairs, mask):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('workdirs', nargs='+')
+  parser.add_argument('workdirs', nargs='*')
   parser.add_argument('--num_pairs', type=int, default=300)
   parser.add_argument('--pairs', default='synthetic_faces/pairs64')
   parser.add_argument('--data_dir', default='')
   parser.add_argument('--json', default='')
   parser.add_argument('--grid', default='', help='PNG: X_s | X_t | Y | GT | R rows (first workdir)')
+  parser.add_argument('--parameter_oracles', action='store_true',
+                      help='also score GT re-rendered with mixed identity parameters')
   args = parser.parse_args(argv)
 
   from fsjax.data import synthetic_faces  # pylint: disable=g-import-not-at-top
@@ -136,6 +177,15 @@ def main(argv=None):
         f"{results['return_source']['psnr_face']:.2f}")
   ro = results['oracle_target_gt_inner_face']
   print(f"oracle X_t with GT's inner face: {ro['psnr']:.2f} dB / SSIM {ro['ssim']:.3f}")
+  if args.parameter_oracles:
+    if 'target_identity_params' not in pairs:
+      print(f'error: {args.pairs} has no target_identity_params (dataset 3.0.0 pairs)',
+            file=sys.stderr)
+      return 2
+    results['parameter_oracles'] = parameter_oracles(pairs, mask)
+    for name, fig in results['parameter_oracles'].items():
+      print(f"  {name}: {fig['psnr']:.2f} dB / SSIM {fig['ssim']:.3f} / face "
+            f"{fig['psnr_face']:.2f} dB")
   print(f"targets (issue 19): default PSNR >= {max(20, rt['psnr'] + 6):.2f}, SSIM >= "
         f"{max(0.70, rt['ssim'] + 0.15):.3f}; HQ PSNR >= {max(24, rt['psnr'] + 10):.2f}, SSIM >= "
         f"{max(0.85, rt['ssim'] + 0.25):.3f}")
@@ -166,4 +216,5 @@ def main(argv=None):
 
 if __name__ == '__main__':
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  main()
+  code = main()
+  sys.exit(code if isinstance(code, int) else 0)

@@ -14,6 +14,7 @@ from fsjax.identity import train_lib as lib
 from fsjax.identity import trainer as arcface_trainer
 from fsjax.identity import verification
 from fsjax.data import input_pipeline
+from fsjax.data import synthetic_faces
 from fsjax.train import checkpointing
 from fsjax.train import loop
 from fsjax.train import parallel
@@ -121,6 +122,29 @@ def test_partial_fc_sampling_keeps_targets():
   assert sampled > 0.1
 
 
+def test_identity_params_head_layout():
+  config = arcface_tiny.get_config()  # loss.identity_params > 0, class matrix sharded
+  # 44 classes: the class matrix [64, 44] has the head's shape; only it is sharded.
+  setup = lib.make_setup(config, 44, 4, num_targets=44)
+  shapes = jax.eval_shape(lambda k: lib.create_train_state(config, k, setup),
+                          jax.random.PRNGKey(0))
+  assert shapes.fc['targets_kernel'].shape == shapes.fc['kernel'].shape == (64, 44)
+  assert shapes.fc['targets_bias'].shape == (44,)
+  specs = lib.state_specs(shapes, setup)
+  assert specs.fc == {'kernel': P(None, 'data'), 'targets_kernel': P(), 'targets_bias': P()}
+  slots = [s for s in jax.tree.leaves(specs.fc_opt_state, is_leaf=lambda x: isinstance(x, P))
+           if s != P()]
+  assert len(slots) == 2  # Adam's mu and nu of the class matrix, not of the head
+  with pytest.raises(ValueError, match='give both or neither'):
+    lib.make_setup(config, 44, 4)
+  config.loss.identity_params = 0.0
+  with pytest.raises(ValueError, match='give both or neither'):
+    lib.make_setup(config, 44, 4, num_targets=44)
+  plain = lib.make_setup(config, 44, 4)
+  assert set(jax.eval_shape(lambda k: lib.create_train_state(config, k, plain),
+                            jax.random.PRNGKey(0)).fc) == {'kernel'}
+
+
 def test_verification_metrics():
   # Perfectly separable: 5 identities, one-hot-like embeddings with small noise.
   rng = np.random.default_rng(0)
@@ -151,23 +175,28 @@ def test_verification_metrics():
 
 
 def _fake_faces(num_ids, per_id, seed):
-  """Tiny labelled set: each identity a colour + blob position, per-image noise."""
+  """Tiny labelled set: each identity a colour + blob position, per-image noise, and a
+  synthetic_faces identity vector (the targets of loss.identity_params)."""
   rng = np.random.default_rng(seed)
-  images, labels = [], []
+  images, labels, params = [], [], []
   for i in range(num_ids):
     colour = rng.integers(40, 215, size=3)
     y, x = rng.integers(20, 92, size=2)
+    identity = synthetic_faces.sample_identity(rng)
     for _ in range(per_id):
       img = np.clip(rng.normal(128, 20, size=(112, 112, 3)), 0, 255)
       img[y - 15:y + 15, x - 15:x + 15] = colour
       images.append(img.astype(np.uint8))
       labels.append(i)
-  return input_pipeline.InMemorySource(np.stack(images), np.asarray(labels))
+      params.append(identity)
+  return input_pipeline.InMemorySource(np.stack(images), np.asarray(labels),
+                                       fields={'identity_params': np.stack(params)})
 
 
 def test_train_resume_and_export(tmp_path, jax_cache):
   del jax_cache  # the resumed run reuses the first run's compiled step
   config = arcface_tiny.get_config()  # 'tiny' IResNet, class matrix sharded ('always')
+  assert config.loss.identity_params > 0  # with the identity-parameter regression head
   config.num_train_steps = 5
   config.eval.num_pairs = 12
   config.eval.folds = 2
@@ -185,6 +214,11 @@ def test_train_resume_and_export(tmp_path, jax_cache):
   assert np.isfinite(first['train']['loss'])
   assert first['state'].fc['kernel'].sharding.spec == P(None, 'data')
   assert first['state'].fc['kernel'].shape == (64, 12)
+  # The regression head is replicated beside the sharded class matrix, and it learns.
+  head = first['state'].fc['targets_kernel']
+  assert head.shape == (64, synthetic_faces.IDENTITY_DIM) and head.sharding.spec == P()
+  assert float(np.abs(np.asarray(head)).max()) > 0  # zero-initialised, moved by the loss
+  assert 0 < first['train']['target_loss'] < 10
   ckpt = checkpointing.Checkpointer(workdir)
   assert ckpt.all_steps() == [2, 3]
   ckpt.close()

@@ -8,6 +8,7 @@ from configs import default
 from configs import tiny
 from fsjax import models
 from fsjax.aei import losses
+from fsjax.data import synthetic_faces
 from fsjax.models import attributes
 
 
@@ -88,14 +89,19 @@ def test_unoccluded_subset_keeps_records_without_an_occluder():
     raise AssertionError('a source without attribute_params must be refused')
 
 
-def _fidelity_script():
+def _script(name):
+  """scripts/NAME.py loaded as a module."""
   import importlib.util  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'scripts', 'fidelity.py')
-  spec = importlib.util.spec_from_file_location('fidelity_script', path)
-  fidelity = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(fidelity)
-  return fidelity
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'scripts', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'{name}_script', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _fidelity_script():
+  return _script('fidelity')
 
 
 def test_face_colour_transfer_of_scripts_fidelity():
@@ -135,3 +141,41 @@ def test_region_figures_of_scripts_fidelity():
   oracle = fidelity.with_inner_face(xt, gt, mask)
   np.testing.assert_array_equal(oracle[mask], gt[mask])
   np.testing.assert_array_equal(oracle[~mask], xt[~mask])
+
+
+def test_parameter_oracles_of_scripts_fidelity():
+  # Each oracle is the ground truth re-rendered with one group of identity traits swapped
+  # back: with the source's colours on the target (row "target + source colours") only the
+  # other groups differ from GT, and "source + target G" differs from GT in G alone.
+  fidelity = _fidelity_script()
+  rng = np.random.default_rng(3)
+  src = np.stack([synthetic_faces.sample_identity(rng) for _ in range(2)])
+  tgt = np.stack([synthetic_faces.sample_identity(rng) for _ in range(2)])
+  att = np.stack([synthetic_faces.sample_attributes(rng) for _ in range(2)])
+  att[:, synthetic_faces.ATTRIBUTE_FIELDS.index('occluder')] = 0
+  gt = synthetic_faces.render_batch(src, att, 32, hair_identity=tgt)
+  pairs = {'identity_params': src, 'target_identity_params': tgt, 'attribute_params': att,
+           'swap': gt}
+  mask = np.ones((2, 32, 32), bool)
+  out = fidelity.parameter_oracles(pairs, mask)
+  assert len(out) == 2 * len(fidelity.IDENTITY_GROUPS)
+  every = [k for _, names in fidelity.IDENTITY_GROUPS for k in names]
+  assert sorted(every) == sorted(synthetic_faces.IDENTITY_FIELDS)  # the groups cover all
+  # Swapping the colours (skin, lips, iris, brows) back to the target's changes GT most.
+  assert out['source + target colours']['psnr'] < out['source + target nose']['psnr']
+  # With the source equal to the target every oracle is GT itself.
+  same = dict(pairs, target_identity_params=src,
+              swap=synthetic_faces.render_batch(src, att, 32, hair_identity=src))
+  for fig in fidelity.parameter_oracles(same, mask).values():
+    assert fig['psnr'] >= 99
+
+
+def test_ridge_r2_of_scripts_identity_probe():
+  probe = _script('identity_probe')
+  rng = np.random.default_rng(0)
+  z = rng.normal(size=(400, 16))
+  y = np.stack([z @ rng.normal(size=16) + 3.0, rng.normal(size=400)], 1)  # linear / noise
+  r2 = probe.ridge_r2(z[:200], y[:200], z[200:], y[200:], alpha=1e-3)
+  assert r2[0] > 0.999 and r2[1] < 0.05
+  grouped = [k for _, names in probe.GROUPS for k in names]
+  assert sorted(grouped) == sorted(synthetic_faces.IDENTITY_FIELDS)

@@ -114,7 +114,8 @@ def test_param_count_and_shapes_at_256():
   """Paper widths at 256 px (abstract evaluation only): 16,663,043 params == torch, the
   layer shapes of the design notes, output [B, 256, 256, 3] float32 (also in bf16)."""
   x = jax.ShapeDtypeStruct((2, 256, 256, 6), jnp.float32)
-  config = ml_collections.ConfigDict({'channels': t_hear.PAPER_CHANNELS, 'full_res_channels': 0})
+  config = ml_collections.ConfigDict({'channels': t_hear.PAPER_CHANNELS,
+                                      'full_res_channels': 0, 'target_input': False})
   model = hear_net.from_config(config)
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
   assert _nparams(variables['params']) == PAPER_PARAMS
@@ -196,7 +197,7 @@ def test_full_resolution_path_option():
   x = jax.ShapeDtypeStruct((1, 32, 32, 6), jnp.float32)
   plain = hear_net.HEARNet(channels=TINY_CHANNELS)
   wide = hear_net.from_config(ml_collections.ConfigDict(
-      {'channels': TINY_CHANNELS, 'full_res_channels': 5}))
+      {'channels': TINY_CHANNELS, 'full_res_channels': 5, 'target_input': False}))
   v_plain = jax.eval_shape(plain.init, jax.random.key(0), x)
   v_wide = jax.eval_shape(wide.init, jax.random.key(0), x)
   assert _nparams(v_wide['params']) - _nparams(v_plain['params']) == (
@@ -213,3 +214,33 @@ def test_full_resolution_path_option():
   support = np.argwhere(np.abs(np.asarray(grad[0])).sum(axis=-1) > 0)
   assert len(support) and support.min(axis=0).tolist() == [14, 14]
   assert support.max(axis=0).tolist() == [18, 18]
+
+
+def test_target_input_option():
+  """hear.target_input (fsjax option): X_t joins the input as channels 7-9; only the first
+  conv grows, and the refinement then depends on X_t itself."""
+  net = hear_net.from_config(ml_collections.ConfigDict(
+      {'channels': TINY_CHANNELS, 'full_res_channels': 0, 'target_input': True}))
+  plain = hear_net.HEARNet(channels=TINY_CHANNELS)
+  assert net.input_channels == 9 and plain.input_channels == 6
+  maps = [jax.random.normal(jax.random.key(i), (1, 32, 32, 3)) for i in range(3)]
+  y_hat, error, x_t = maps
+  x = hear_net.input_of(net, y_hat, error, x_t)
+  assert x.shape == (1, 32, 32, 9)
+  np.testing.assert_array_equal(x[..., 6:], x_t)
+  assert hear_net.input_of(plain, y_hat, error, x_t).shape == (1, 32, 32, 6)
+  variables = net.init(jax.random.key(0), x)
+  v_plain = jax.eval_shape(plain.init, jax.random.key(0), jnp.zeros((1, 32, 32, 6)))
+  assert variables['params']['down0_conv']['kernel'].shape == (4, 4, 9, TINY_CHANNELS[0])
+  assert _nparams(variables['params']) - _nparams(v_plain['params']) == 4 * 4 * 3 * 4
+  other = hear_net.input_of(net, y_hat, error, -x_t)
+  assert not np.allclose(net.apply(variables, x), net.apply(variables, other))
+  with pytest.raises(ValueError, match=r'expected \[B, S, S, 9\]'):
+    net.apply(variables, x[..., :6])
+  # Exports before the option read as the paper's 6-channel network.
+  from fsjax.swap import export  # pylint: disable=g-import-not-at-top
+  meta = {'image_size': 32, 'hear': {'channels': list(TINY_CHANNELS)}}
+  assert not export.build_hear(meta).target_input
+  meta['hear']['target_input'] = True
+  shapes = export.abstract_hear(meta)
+  assert shapes['params']['down0_conv']['kernel'].shape == (4, 4, 9, TINY_CHANNELS[0])

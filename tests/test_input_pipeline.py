@@ -5,6 +5,8 @@ both top corners (so it survives a horizontal flip) and whose label is index // 
 identities of 5 images), so a batch can be traced back to the records it came from.
 """
 
+import dataclasses
+
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -240,6 +242,37 @@ def test_identity_iterator(source):
   with pytest.raises(ValueError, match='no identity label'):
     input_pipeline.create_identity_iterator(config, input_pipeline.InMemorySource(_images()),
                                             seed=0)
+
+
+def test_identity_iterator_targets():
+  # Regression targets (ArcFace's loss.identity_params): the same images and labels as without
+  # them, each record's vector standardised, its mirrored entries negated on flipped images.
+  values = np.random.default_rng(5).normal(size=(N, 3)).astype(np.float32)
+  src = input_pipeline.InMemorySource(_images(), _labels(), fields={'params': values})
+  f32 = lambda *v: np.array(v, np.float32)
+  targets = input_pipeline.IdentityTargets('params', mean=f32(1, 0, 0), scale=f32(2, 1, 4),
+                                           mirror_sign=f32(1, -1, 1))
+  config = _config()
+  plain = _take(input_pipeline.create_identity_iterator(config, src, seed=0), 3)
+  taught = _take(input_pipeline.create_identity_iterator(config, src, seed=0, targets=targets), 3)
+  images, flips = _images(), []
+  for a, b in zip(plain, taught):
+    assert set(b) == {'image', 'label', 'targets'}
+    np.testing.assert_array_equal(a['image'], b['image'])
+    np.testing.assert_array_equal(a['label'], b['label'])
+    idx = _index(b['image'])
+    flipped = np.array([not np.array_equal(img, images[i]) for img, i in zip(b['image'], idx)])
+    for img, i, f in zip(b['image'], idx, flipped):
+      np.testing.assert_array_equal(img, images[i][:, ::-1] if f else images[i])
+    sign = np.where(flipped[:, None], targets.mirror_sign, 1.0)
+    np.testing.assert_allclose(b['targets'], (values[idx] * sign - targets.mean) / targets.scale,
+                               rtol=1e-6)
+    assert b['targets'].dtype == np.float32
+    flips.extend(flipped)
+  assert 0 < sum(flips) < len(flips)
+  missing = dataclasses.replace(targets, key='identity_params')
+  with pytest.raises(ValueError, match="no 'identity_params'"):
+    input_pipeline.create_identity_iterator(config, src, seed=0, targets=missing)
 
 
 def test_image_size_mismatch_is_an_error(source):

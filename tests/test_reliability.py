@@ -362,6 +362,10 @@ def cli(tmp_path_factory):
       'train workdir in use': (train + data + ['--workdir', 'busy'], 2,
                                f'workdir {busy} is in use by PID {os.getpid()} on '
                                f'{socket.gethostname()}'),
+      'train-arcface regression on real faces': (
+          ['train-arcface', '--config', os.path.join(REPO, 'configs', 'arcface_tiny.py'),
+           '--workdir', 'w9', '--config.dataset.name=aligned_faces/ffhq'] + data, 2,
+          'it needs a synthetic_faces/* dataset'),
       'train-arcface workdir in use': (
           ['train-arcface', '--config', os.path.join(REPO, 'configs', 'arcface_tiny.py'),
            '--workdir', 'busy'] + data, 2, 'is in use by PID'),

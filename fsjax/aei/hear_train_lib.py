@@ -7,7 +7,8 @@ No I/O and no loop here (that is fsjax/aei/hear_trainer.py). Per device, inside
      batch norm) and frozen identity encoder give
        Y_hat_st = AEI(X_t, z_id(X_s))   and   dY_t = X_t - AEI(X_t, z_id(X_t))
      (the heuristic error: what AEI-Net cannot reconstruct of the target, e.g. occluders).
-  2. Y_st = HEAR(concat(Y_hat_st, dY_t)), trained with (weights config.loss.*, paper: 1)
+  2. Y_st = HEAR(concat(Y_hat_st, dY_t)) (with config.hear.target_input, an fsjax option,
+     concat(Y_hat_st, dY_t, X_t)), trained with (weights config.loss.*, paper: 1)
        L_id'  = mean(1 - cos(z_id(Y_st), z_id(X_s)))
        L_chg  = mean|Y_st - Y_hat_st|
        L_rec' = 0.5 * mean over same-identity pairs of mean((Y_st - X_t)^2)
@@ -123,7 +124,8 @@ def create_state(config: ml_collections.ConfigDict, rng: jax.Array, hear: nn.Mod
                  tx: optax.GradientTransformation) -> HearState:
   """HEAR-Net at step 0 (eval-mode init, float32 params). Pure and jittable."""
   s = int(config.image_size)
-  variables = hear.init(rng, jnp.zeros((1, s, s, 6), jnp.float32), train=False)
+  variables = hear.init(rng, jnp.zeros((1, s, s, hear.input_channels), jnp.float32),
+                        train=False)
   return HearState(step=jnp.zeros((), jnp.int32), params=variables['params'],
                    batch_stats=variables['batch_stats'],
                    opt_state=tx.init(variables['params']),
@@ -163,7 +165,8 @@ def train_step(state: HearState, batch: dict[str, jax.Array], g_vars: Any, id_va
 
   def loss_fn(params):
     y, upd = hear.apply({'params': params, 'batch_stats': state.batch_stats},
-                        hear_net.hear_input(y_hat, error), train=True, mutable=['batch_stats'])
+                        hear_net.input_of(hear, y_hat, error, x_t), train=True,
+                        mutable=['batch_stats'])
     idl = jnp.mean(1.0 - jnp.sum(aei.embed(id_vars, y, True) * z_s, axis=-1))
     chg = change_loss(y, y_hat)
     # Local share of the global same-pair mean: pmean over devices restores it exactly.
@@ -208,7 +211,7 @@ def make_refine_fn(hear: nn.Module, aei: FrozenAEI) -> Callable[..., tuple[jax.A
   def refine(hear_vars, g_vars, id_vars, x_s, x_t):
     x_s, x_t = step_utils.to_float_images(x_s), step_utils.to_float_images(x_t)
     y_hat, error = hear_inputs(aei, g_vars, id_vars, x_s, x_t)
-    y = hear.apply(hear_vars, hear_net.hear_input(y_hat, error), train=False)
+    y = hear.apply(hear_vars, hear_net.input_of(hear, y_hat, error, x_t), train=False)
     return y_hat, y, error
 
   return jax.jit(refine)

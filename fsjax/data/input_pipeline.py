@@ -69,7 +69,7 @@ _READ_CHUNK = 256
 
 
 class InMemorySource:
-  """A random-access source over arrays: records {'image', 'label'}.
+  """A random-access source over arrays: records {'image', 'label'} (+ `fields`).
 
   Attributes:
     labels: int64 [N] identity labels (-1 = unknown); read by the iterators
@@ -77,7 +77,7 @@ class InMemorySource:
   """
 
   def __init__(self, images: np.ndarray | Sequence[np.ndarray], labels=None, *,
-               encode_png: bool = False):
+               encode_png: bool = False, fields: dict[str, np.ndarray] | None = None):
     """Creates the source.
 
     Args:
@@ -85,10 +85,15 @@ class InMemorySource:
       labels: int [N] identity labels, -1 for unknown; None = all unknown.
       encode_png: store PNG bytes and decode on every read (cv2), as a TFDS
         source does; used to measure a realistic pipeline without a dataset.
+      fields: more per-record arrays {name: [N, ...]} (e.g. 'identity_params').
     """
     n = len(images)
     self.labels = (np.full([n], -1, np.int64) if labels is None
                    else np.asarray(labels, np.int64).reshape([n]))
+    self._fields = {k: np.asarray(v) for k, v in (fields or {}).items()}
+    for name, values in self._fields.items():
+      if len(values) != n:
+        raise ValueError(f'field {name!r} has {len(values)} rows for {n} images')
     self._encode_png = encode_png
     if encode_png:
       import cv2  # pylint: disable=g-import-not-at-top
@@ -115,7 +120,9 @@ class InMemorySource:
       image = np.ascontiguousarray(image)
     else:
       image = self._images[index]
-    return {_IMAGE_KEY: image, _LABEL_KEY: self.labels[index]}
+    record = {_IMAGE_KEY: image, _LABEL_KEY: self.labels[index]}
+    record.update({k: v[index] for k, v in self._fields.items()})
+    return record
 
 
 class SubsetSource:
@@ -254,13 +261,37 @@ class _Augment:
   color_jitter: float
 
   def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return self.with_flip(image, rng)[0]
+
+  def with_flip(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """(augmented image, whether it was mirrored); the same draws as __call__."""
     image = np.asarray(image, np.uint8)
-    if self.flip and rng.random() < 0.5:
+    flipped = bool(self.flip and rng.random() < 0.5)
+    if flipped:
       image = image[:, ::-1]
     image = np.ascontiguousarray(image)
     if self.color_jitter > 0:
       image = _color_jitter(image, self.color_jitter, rng)
-    return image
+    return image, flipped
+
+
+@dataclasses.dataclass(frozen=True)
+class IdentityTargets:
+  """Regression targets of an identity batch: a record's parameter vector, standardised.
+
+  Attributes:
+    key: the record's float vector [P] (synthetic_faces: 'identity_params').
+    mean, scale: float32 [P]; the target is (value - mean) / scale.
+    mirror_sign: float32 [P], -1 where a horizontal flip of the image negates the value.
+  """
+  key: str
+  mean: np.ndarray
+  scale: np.ndarray
+  mirror_sign: np.ndarray
+
+  def __call__(self, value: np.ndarray, flipped: bool) -> np.ndarray:
+    value = np.asarray(value, np.float32) * (self.mirror_sign if flipped else 1.0)
+    return ((value - self.mean) / self.scale).astype(np.float32)
 
 
 class _IdentityIndex:
@@ -342,17 +373,23 @@ class _PairTransform(grain.transforms.RandomMap):
 
 
 class _IdentityTransform(grain.transforms.RandomMap):
-  """Record index -> {'image', 'label'} (ArcFace training)."""
+  """Record index -> {'image', 'label'} (ArcFace training), plus 'targets' with `targets`."""
 
-  def __init__(self, source, labels: np.ndarray, augment: _Augment):
+  def __init__(self, source, labels: np.ndarray, augment: _Augment,
+               targets: IdentityTargets | None = None):
     self._source = source
     self._labels = labels
     self._augment = augment
+    self._targets = targets
 
   def random_map(self, i, rng: np.random.Generator):
     i = int(i)
-    image = self._augment(self._source[i][_IMAGE_KEY], rng)
-    return {'image': image, 'label': np.int32(self._labels[i])}
+    record = self._source[i]
+    image, flipped = self._augment.with_flip(record[_IMAGE_KEY], rng)
+    out = {'image': image, 'label': np.int32(self._labels[i])}
+    if self._targets is not None:
+      out['targets'] = self._targets(record[self._targets.key], flipped)
+    return out
 
 
 # ----------------------------------------------------------------------------
@@ -477,7 +514,8 @@ def create_pair_iterator(config, data_source, *, seed: int, process_index: int |
 def create_identity_iterator(config, data_source, *, seed: int, process_index: int | None = None,
                              process_count: int | None = None, batch_size: int | None = None,
                              num_epochs: int | None = None, num_workers: int | None = None,
-                             labels: np.ndarray | None = None) -> grain.DatasetIterator:
+                             labels: np.ndarray | None = None,
+                             targets: IdentityTargets | None = None) -> grain.DatasetIterator:
   """Returns an endless, checkpointable iterator of labelled face batches (ArcFace).
 
   Each element is {'image': uint8 [B_local, S, S, 3], 'label': int32 [B_local]}
@@ -485,6 +523,8 @@ def create_identity_iterator(config, data_source, *, seed: int, process_index: i
   and jittered (config.dataset.color_jitter) like `create_pair_iterator`, with
   the same arguments and the same state/Orbax story. Every record needs a label.
   The image size is not checked against config.image_size (ArcFace sets use 112).
+  With `targets`, elements add 'targets' float32 [B_local, P] (the records' targets.key,
+  sign-corrected for flips and standardised); the images and labels are the same.
   """
   process_index, process_count = _host(process_index, process_count)
   ds_cfg = config.dataset
@@ -493,9 +533,14 @@ def create_identity_iterator(config, data_source, *, seed: int, process_index: i
   if (labels < 0).any():
     raise ValueError(f'{int((labels < 0).sum())} records have no identity label; '
                      'an identity dataset needs a label on every record')
+  if targets is not None and len(data_source):
+    value = data_source[0].get(targets.key)
+    if value is None or np.shape(value) != np.shape(targets.mean):
+      raise ValueError(f"records have no '{targets.key}' of shape {np.shape(targets.mean)} "
+                       f'(got {None if value is None else np.shape(value)})')
   transform = _IdentityTransform(
       data_source, labels, _Augment(bool(ds_cfg.flip),
-                                    float(ds_cfg.color_jitter)))
+                                    float(ds_cfg.color_jitter)), targets)
   return _build(config, data_source, transform, seed=seed, process_index=process_index,
                 process_count=process_count, batch_size=batch_size or parallel.local_batch_size(
                     None, config.per_device_batch_size),

@@ -58,6 +58,9 @@ MOVED_TO_ATTRIBUTES_V2 = ('hair_r', 'hair_g', 'hair_b', 'hairline', 'hair_volume
                           'hair_length', 'hair_part', 'neck_width')
 
 IDENTITY_DIM = len(IDENTITY_FIELDS)
+# Identity fields whose sign a horizontal flip of the image reverses (the marks' side and
+# tilt; the eyes and brows are drawn mirrored, so their tilt and angle are flip-invariant).
+MIRRORED_IDENTITY_FIELDS = ('mark1_x', 'mark2_x', 'mark2_angle')
 ATTRIBUTE_DIM = len(ATTRIBUTE_FIELDS)
 POSE_FIELDS = ('yaw', 'pitch', 'roll', 'scale', 'shift_x', 'shift_y')
 OCCLUDER_NONE, OCCLUDER_GLASSES, OCCLUDER_HAND = 0, 1, 2
@@ -162,6 +165,18 @@ def sample_identity(rng: np.random.Generator) -> np.ndarray:
   p['mark2_size'] = u(0.03, 0.07) if has_mark else 0.0
   p['mark2_angle'] = u(-np.pi / 2, np.pi / 2)
   return identity_from_dict(p)
+
+
+def identity_statistics(num: int = 4096, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Mean and standard deviation float32 [IDENTITY_DIM] of `sample_identity`'s draws.
+
+  Estimated from `num` identities of a fixed generator (deterministic); the datasets draw
+  their identities from the same distribution. Used to standardise identity parameters as
+  regression targets (fsjax.identity, `loss.identity_params`).
+  """
+  rng = np.random.default_rng(seed)
+  draws = np.stack([sample_identity(rng) for _ in range(num)])
+  return draws.mean(0).astype(np.float32), draws.std(0).astype(np.float32)
 
 
 def _sample_skin(rng):

@@ -123,6 +123,23 @@ def export_identity(directory: str, variables: Any, meta: dict) -> str:
   return identity_lib.save_identity(directory, jax.device_get(variables), meta, overwrite=True)
 
 
+SYNTHETIC_PREFIX = 'synthetic_faces/'  # datasets whose records carry 'identity_params'
+
+
+def identity_targets(config: ml_collections.ConfigDict
+                     ) -> input_pipeline.IdentityTargets | None:
+  """The regression targets of loss.identity_params > 0 (synthetic identity parameters,
+  standardised by the renderer's distribution, mark sides negated on flips), else None."""
+  if float(config.loss.identity_params) <= 0:
+    return None
+  from fsjax.data import synthetic_faces  # pylint: disable=g-import-not-at-top
+  mean, std = synthetic_faces.identity_statistics()
+  sign = np.ones([synthetic_faces.IDENTITY_DIM], np.float32)
+  for name in synthetic_faces.MIRRORED_IDENTITY_FIELDS:
+    sign[synthetic_faces.IDENTITY_FIELDS.index(name)] = -1.0
+  return input_pipeline.IdentityTargets('identity_params', mean, std, sign)
+
+
 # What check_run raises for bad input (a command prints it as one line).
 BAD_INPUT = (ValueError, workdir_lib.WorkdirError)
 
@@ -139,6 +156,14 @@ def check_run(config: ml_collections.ConfigDict, workdir: str, *, data_source: A
   """
   if config.per_device_batch_size < 1:
     raise ValueError(f'per_device_batch_size={config.per_device_batch_size} must be >= 1')
+  weight = float(config.loss.identity_params)
+  if weight < 0:
+    raise ValueError(f'loss.identity_params={weight} must be >= 0')
+  if weight > 0 and data_source is None and not config.dataset.name.startswith(
+      SYNTHETIC_PREFIX):
+    raise ValueError(f'loss.identity_params={weight} regresses the renderer\'s identity '
+                     f'parameters: it needs a {SYNTHETIC_PREFIX}* dataset, not '
+                     f'{config.dataset.name!r} (set it to 0)')
   if data_source is None:
     build_lib.check_dataset(config.dataset.name, config.dataset.data_dir or None,
                             config.dataset.manual_dir or None,
@@ -199,7 +224,9 @@ def _train(config, workdir, data_source, eval_source, identity_dir, stop_after, 
   mesh = parallel.make_mesh()
   num_devices = mesh.devices.size
   global_batch = int(config.per_device_batch_size) * num_devices
-  setup = lib.make_setup(config, num_classes, num_devices)
+  targets = identity_targets(config)
+  setup = lib.make_setup(config, num_classes, num_devices,
+                         num_targets=0 if targets is None else len(targets.mean))
   logging.info('ArcFace: %d images, %d classes (class matrix %s, %d columns), %d devices, '
                'global batch %d, %d steps (%.1f epochs)', len(labels), num_classes,
                'sharded over devices' if setup.sharded else 'replicated',
@@ -210,7 +237,8 @@ def _train(config, workdir, data_source, eval_source, identity_dir, stop_after, 
                           jax.random.PRNGKey(0))
   shardings = lib.state_shardings(shapes, setup, mesh)
   data_iter = input_pipeline.create_identity_iterator(config, data_source,
-                                                      seed=int(config.seed), labels=labels)
+                                                      seed=int(config.seed), labels=labels,
+                                                      targets=targets)
   ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
   init = jax.jit(lambda k: lib.create_train_state(config, k, setup), out_shardings=shardings)
   state, start_step = loop.restore_or_init(
@@ -233,7 +261,8 @@ def _train(config, workdir, data_source, eval_source, identity_dir, stop_after, 
   eval_every = int(config.eval_every_steps)
   max_nonfinite = int(config.max_nonfinite_steps)
   progress = metric_logging.Progress(num_steps, start_step, global_batch,
-                                     main_keys=('loss', 'accuracy', 'lr'),
+                                     main_keys=('loss', 'accuracy', 'lr') + (
+                                         ('target_loss',) if targets is not None else ()),
                                      printer=(lambda s: logging.info('%s', s)) if chief
                                      else (lambda s: None))
   preemption = loop.PreemptionWatcher()

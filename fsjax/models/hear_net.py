@@ -15,6 +15,13 @@ Conv 3x3 (bias) of the input -> LReLU(0.1), concatenated to the upsampled featur
 the output conv. Without it every output pixel is a 3x3 conv of a bilinear x2 of half-size
 features, which cannot return an input pixel sharply: at 64 px (configs/hear_synthetic.py)
 the refined swap was blurrier than AEI-Net's (docs/fidelity.md "HEAR-Net").
+
+`target_input` (an fsjax option; False = the paper) appends the target X_t itself to the
+input (9 channels: concat(Y_hat_st, dY_t, X_t)). The paper's dY_t shows an occluder only where
+AEI-Net fails to reconstruct it; an AEI-Net that reconstructs the target's occluders but drops
+them in the swap (the synthetic default, docs/fidelity.md "HEAR-Net") leaves no trace of them
+in dY_t, and X_t is where they are. Measured there: +2.8 dB in the occluder, but the trained
+refinement then returns much of the target's face (ID retrieval 0.27 -> 0.06).
 """
 
 from typing import Any, Sequence
@@ -63,14 +70,21 @@ class HEARNet(nn.Module):
       (reversed(channels[:-1])), the output conv reads 2 * channels[0] channels
       (+ full_res_channels).
     full_res_channels: width of the full-resolution input path (0: none, the paper).
+    target_input: the input also carries X_t (`input_channels` 9; False: 6, the paper).
     dtype: compute dtype, name ('float32' | 'bfloat16') or jnp dtype; params stay float32.
     axis_name: mapped axis over which BatchNorm averages its statistics (e.g. 'data' inside
       shard_map); None: the local batch.
   """
   channels: Sequence[int] = (64, 128, 256, 512, 512)
   full_res_channels: int = 0
+  target_input: bool = False
   dtype: Any = 'float32'
   axis_name: str | None = None
+
+  @property
+  def input_channels(self) -> int:
+    """Channels of the input `hear_input` builds for this network (6, or 9 with X_t)."""
+    return 9 if self.target_input else 6
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -79,6 +93,7 @@ class HEARNet(nn.Module):
     Args:
       x: [B, S, S, 6] = concat(Y_hat_st, dY_t) on the last axis: the AEI-Net swap in
         [-1, 1] and the target's heuristic reconstruction error (values in [-2, 2]);
+        with target_input [B, S, S, 9], X_t in [-1, 1] appended (`hear_input`);
         S divisible by 2**len(channels).
       train: BatchNorm uses the batch statistics (apply with mutable=['batch_stats']) when
         True, the running averages when False.
@@ -89,8 +104,9 @@ class HEARNet(nn.Module):
     if len(self.channels) < 2:
       raise ValueError(f'HEAR-Net needs at least 2 levels, got channels={self.channels}')
     n = 2 ** len(self.channels)
-    if x.ndim != 4 or x.shape[1] % n or x.shape[2] % n:
-      raise ValueError(f'input {x.shape}: expected [B, S, S, 6] with S divisible by {n}')
+    c = self.input_channels
+    if x.ndim != 4 or x.shape[1] % n or x.shape[2] % n or x.shape[3] != c:
+      raise ValueError(f'input {x.shape}: expected [B, S, S, {c}] with S divisible by {n}')
     dtype = layers.get_dtype(self.dtype)
     h = x.astype(dtype)
     downs = []
@@ -119,15 +135,26 @@ class HEARNet(nn.Module):
     return jnp.tanh(h.astype(jnp.float32))
 
 
-def hear_input(y_hat_st: jax.Array, heuristic_error: jax.Array) -> jax.Array:
-  """HEAR-Net input concat(Y_hat_st, dY_t): two [B, S, S, 3] maps -> [B, S, S, 6]."""
-  return jnp.concatenate([y_hat_st, heuristic_error.astype(y_hat_st.dtype)], axis=-1)
+def hear_input(y_hat_st: jax.Array, heuristic_error: jax.Array,
+               target: jax.Array | None = None) -> jax.Array:
+  """HEAR-Net input concat(Y_hat_st, dY_t[, X_t]): [B, S, S, 3] maps -> [B, S, S, 6 or 9]
+  (X_t in [-1, 1] for a network with target_input, None for the paper's)."""
+  maps = [y_hat_st, heuristic_error] + ([] if target is None else [target])
+  return jnp.concatenate([m.astype(y_hat_st.dtype) for m in maps], axis=-1)
+
+
+def input_of(hear: HEARNet, y_hat_st: jax.Array, heuristic_error: jax.Array,
+             target: jax.Array) -> jax.Array:
+  """`hear_input` of what `hear` reads: X_t [B, S, S, 3] in [-1, 1] joins only with
+  target_input."""
+  return hear_input(y_hat_st, heuristic_error, target if hear.target_input else None)
 
 
 def from_config(hear_config: ml_collections.ConfigDict, axis_name: str | None = None,
                 dtype: Any = 'float32') -> HEARNet:
-  """HEARNet from config.hear (`channels`, `full_res_channels`); compute dtype from
-  config.model.dtype."""
+  """HEARNet from config.hear (`channels`, `full_res_channels`, `target_input`); compute
+  dtype from config.model.dtype."""
   return HEARNet(channels=tuple(hear_config.channels),
-                 full_res_channels=int(hear_config.full_res_channels), dtype=dtype,
+                 full_res_channels=int(hear_config.full_res_channels),
+                 target_input=bool(hear_config.target_input), dtype=dtype,
                  axis_name=axis_name)

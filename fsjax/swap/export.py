@@ -129,7 +129,8 @@ def abstract_discriminator(meta: dict) -> dict:
   return {k: v for k, v in tree.items() if v}  # no 'batch_stats' with instance norm
 
 
-_HEAR_FIELDS_ADDED = {'full_res_channels': 0}  # swapper.json 'hear' fields newer than it
+# swapper.json 'hear' fields newer than it, at the values older exports mean.
+_HEAR_FIELDS_ADDED = {'full_res_channels': 0, 'target_input': False}
 
 
 def _hear_fields(hear: dict) -> dict:
@@ -137,7 +138,8 @@ def _hear_fields(hear: dict) -> dict:
   'hear'), those an older block lacks at their defaults."""
   fields = dict(_HEAR_FIELDS_ADDED, **hear)
   return {'channels': list(fields['channels']),
-          'full_res_channels': int(fields['full_res_channels'])}
+          'full_res_channels': int(fields['full_res_channels']),
+          'target_input': bool(fields['target_input'])}
 
 
 def build_hear(meta: dict) -> Any:
@@ -151,8 +153,8 @@ def abstract_hear(meta: dict) -> dict:
   """ShapeDtypeStruct tree {'params', 'batch_stats'} of the export's HEAR-Net."""
   size = int(meta['image_size'])
   hear = build_hear(meta)
-  return _plain(jax.eval_shape(lambda: hear.init(jax.random.key(0),
-                                                 jnp.zeros((1, size, size, 6)), train=False)))
+  return _plain(jax.eval_shape(lambda: hear.init(
+      jax.random.key(0), jnp.zeros((1, size, size, hear.input_channels)), train=False)))
 
 
 def make_meta(config: Any, identity_meta: dict, *, source: Optional[dict] = None) -> dict:

@@ -234,14 +234,15 @@ class Swapper:
       id_normalize = self.id_normalize
 
       def refine(variables, crops, z_id):
-        # HEAR-Net input: the swap and the target's heuristic error X_t - AEI(X_t, z_id(X_t)).
+        # HEAR-Net input: the swap and the target's heuristic error X_t - AEI(X_t, z_id(X_t))
+        # (and X_t itself for a HEAR-Net with target_input).
         g_vars, id_vars, hear_vars = variables
         x = crops.astype(jnp.float32) / 127.5 - 1.0
         y_hat, _ = generator.apply(g_vars, x, z_id, train=False)
         z_t = (embed if id_normalize else embed_raw)(id_vars, crops)
         recon, _ = generator.apply(g_vars, x, z_t, train=False)
-        y = hear.apply(hear_vars, hear_net.hear_input(y_hat.astype(jnp.float32), x - recon),
-                       train=False)
+        y = hear.apply(hear_vars, hear_net.input_of(hear, y_hat.astype(jnp.float32),
+                                                     x - recon, x), train=False)
         return jnp.clip((y + 1.0) * 127.5, 0.0, 255.0)
 
       self._refine = jax.jit(refine)
