@@ -47,23 +47,13 @@ def ridge_r2(z_fit, y_fit, z_test, y_test, alpha):
   return 1.0 - res / tot
 
 
-def embed_sources(encoder_dir, sources, batch=100):
-  """Unit z_id float64 [N, D] of uint8 [N, S, S, 3] sources, as AEI-Net computes it."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import fsjax  # pylint: disable=g-import-not-at-top
-  from fsjax.models import arcface  # pylint: disable=g-import-not-at-top
-  encode = fsjax.load_identity_encoder(encoder_dir)
-  out = []
-  for i in range(0, len(sources), batch):
-    x = jnp.asarray(sources[i:i + batch], jnp.float32) / 127.5 - 1.0
-    out.append(np.asarray(encode(arcface.identity_crop(x, 'resize')), np.float64))
-  return np.concatenate(out)
-
-
 def probe(encoder_dir, pairs, alpha):
   """{'fields': {name: R^2}, 'groups': {group: mean R^2}, 'mean': float}."""
   from fsjax.data import synthetic_faces  # pylint: disable=g-import-not-at-top
-  z = embed_sources(encoder_dir, pairs['source'])
+  from fsjax.eval import recognizers  # pylint: disable=g-import-not-at-top
+  # Unit z_id of the sources as AEI-Net computes it (synthetic faces are ffhq-aligned).
+  embed = recognizers.crop_embedder(encoder_dir, 'resize')
+  z = np.asarray(embed(pairs['source']), np.float64)
   y = pairs['identity_params'].astype(np.float64)
   labels = pairs['source_label']
   fit = np.isin(labels, np.unique(labels)[::2])  # half the identities, the rest unseen
