@@ -11,14 +11,14 @@ room for export, eval and the record in one 3-h working session).
 Measured (the command above on a fresh machine, clean workdir and data dir, 2-core CPU,
 synthetic_faces 3.0.0, 2026-12-02 04:38-06:47 UTC): 2:08:49 wall, of which 13.8 min paused
 (SIGSTOP, for test timings) and ~45 min shared with the eval estimators' first training, so
-1h55 of running; idle, about 1h35 by the step rate (data 1 min, identity encoder 12 min at 91.98%,
-AEI-Net 10000 steps at 1.85-2.0 steps/s alone, batch 8; 2.57 GB peak RSS). `fsjax export`,
-then `fsjax eval` on the 1000 held-out pairs64 pairs, EMA generator: swap 21.62 dB / SSIM
-0.697 / face 18.87 dB (return X_t: 18.62 / 0.713 / 14.68; the default config: 20.93 / 0.662
-/ 18.14), ID retrieval top-1 0.288 (ground truth 0.259), pose error 5.47 deg, expression
-0.384, self-reconstruction 26.33 dB / 0.881. Of issue 19's quality targets the time and ID
-(>= 95% of the ground truth's) ones are met; PSNR (>= 28.62 dB), SSIM (>= 0.963) and the
-grid test are NOT (docs/fidelity.md "The quality config").
+1h55 of running; idle, about 1h40 by the step rate (data and identity encoder 14 min, the
+encoder at 91.98%; AEI-Net 10000 steps at 1.85-2.0 steps/s alone, batch 8; 2.57 GB peak RSS).
+`fsjax export`, then `fsjax eval` on the 1000 held-out pairs64 pairs, EMA generator: swap 21.62
+dB / SSIM 0.697 / face 18.87 dB (return X_t: 18.62 / 0.713 / 14.68; the default config: 20.93 /
+0.662 / 18.14), ID retrieval top-1 0.288 (ground truth 0.259), pose error 5.47 deg, expression
+0.384, self-reconstruction 26.33 dB / 0.881. Of issue 19's quality targets the time and ID (>=
+95% of the ground truth's) ones are met; PSNR (>= 28.62 dB), SSIM (>= 0.963) and the grid test
+are NOT (docs/fidelity.md "The quality config").
 """
 
 from configs import synthetic
