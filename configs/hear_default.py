@@ -45,6 +45,8 @@ def get_config():
   config.loss.id = 1.0  # L_id' = 1 - cos(z_id(Y_st), z_id(X_s))
   config.loss.chg = 1.0  # L_chg = |Y_st - Y_hat_st|
   config.loss.rec = 1.0  # L_rec' on same-identity pairs
+  # fsjax option: L_occ = |Y_st - X_t| on the pasted occluders' pixels (0 = the paper).
+  config.loss.occ = 0.0
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 4e-4
@@ -59,6 +61,9 @@ def get_config():
   config.dataset.split = 'train'
   config.dataset.same_identity_ratio = 0.5  # X_t an occluded copy of X_s
   config.dataset.same_target = 'self'
+  # Leave out the records whose synthetic_faces attributes draw an occluder (their masks
+  # are not known to L_occ; synthetic_faces only).
+  config.dataset.drop_occluded = False
   config.dataset.flip = True
   config.dataset.color_jitter = 0.0
   config.dataset.num_workers = 2

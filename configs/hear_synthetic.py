@@ -12,7 +12,10 @@ pairs (`fsjax eval --checkpoint EXPORT --pairs synthetic_faces/occluded64`) occl
 0.266 -> 0.208 (AEI-Net alone -> AEI-Net + HEAR-Net). The issue's +3 dB is NOT reached and ID
 retrieval drops; docs/fidelity.md "HEAR-Net". `--config.hear.target_input=True` (X_t in
 the input, not the paper; 2026-12-02) reaches +2.81 dB in the occluder but ID top-1 0.057 (it
-returns the target's face); with `--config.loss.rec=3` ID 0.211 and +0.65 dB.
+returns the target's face); with `--config.loss.rec=3` ID 0.211 and +0.65 dB. With it and
+`--config.loss.occ=1 --config.loss.rec=0 --config.dataset.drop_occluded=True` (L_occ on the
+pasted occluders' pixels, 2026-12-02): +5.40 dB in the occluder, ID top-1 0.018; at
+`loss.occ=0.3` +1.55 dB, ID 0.166 (docs/fidelity.md "HEAR-Net told where its occluders are").
 """
 
 from configs import hear_default

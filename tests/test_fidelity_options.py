@@ -81,6 +81,16 @@ def test_unoccluded_subset_keeps_records_without_an_occluder():
   sub = input_pipeline.unoccluded_subset(records)
   assert len(sub) == 2 and [int(sub[k]['image'][0, 0, 0]) for k in range(2)] == [0, 2]
   np.testing.assert_array_equal(sub.labels, [0, 2])
+  # The AEI-Net and HEAR-Net trainers' shared switch (config.dataset.drop_occluded).
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from fsjax.train import loop  # pylint: disable=g-import-not-at-top
+  on = ml_collections.ConfigDict({'drop_occluded': True})
+  off = ml_collections.ConfigDict({'drop_occluded': False})
+  assert loop.drop_occluded_if_asked(off, records) is records
+  assert len(loop.drop_occluded_if_asked(on, records)) == 2
+  from configs import hear_default  # pylint: disable=g-import-not-at-top
+  assert not default.get_config().dataset.drop_occluded
+  assert not hear_default.get_config().dataset.drop_occluded
   try:
     input_pipeline.unoccluded_subset([{'image': records[0]['image'], 'label': 0}])
   except ValueError as e:

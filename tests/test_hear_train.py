@@ -61,12 +61,17 @@ def _batch(n=4, seed=0):
   src = rs.randint(0, 256, (n, SIZE, SIZE, 3)).astype(np.uint8)
   tgt = rs.randint(0, 256, (n, SIZE, SIZE, 3)).astype(np.uint8)
   tgt[0] = src[0]
-  return {'source': src, 'target': tgt, 'same': np.array([1, 0, 0, 0], np.float32)}
+  mask = np.zeros((n, SIZE, SIZE), np.uint8)
+  mask[0, 2:6, 3:9] = 1  # pasted occluders on two of the four devices' rows, none on the rest
+  mask[2, 8:, :5] = 1
+  return {'source': src, 'target': tgt, 'same': np.array([1, 0, 0, 0], np.float32),
+          'occluder_mask': mask}
 
 
 def test_inputs_losses_and_sharded_step(stage1):
   config = _hear_config()
-  config.loss.id, config.loss.chg, config.loss.rec = 0.5, 2.0, 3.0  # each weight counts
+  # each weight counts
+  config.loss.id, config.loss.chg, config.loss.rec, config.loss.occ = 0.5, 2.0, 3.0, 1.5
   hear = lib.build_hear(config)
   # SGD(1.0): new params = params - grad, so the two meshes compare gradients directly (Adam
   # with b1 = 0 blows float noise in ~0 gradients up to +-lr).
@@ -96,7 +101,7 @@ def test_inputs_losses_and_sharded_step(stage1):
   (s4, m4), (s1, m1) = results
   for a, b in zip(jax.tree.leaves(s4.params), jax.tree.leaves(s1.params)):
     np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
-  for k in ('loss', 'id', 'chg', 'rec'):
+  for k in ('loss', 'id', 'chg', 'rec', 'occ'):
     assert m4[k] == pytest.approx(m1[k], rel=1e-4, abs=1e-6)
   assert m4['same_fraction'] == pytest.approx(0.25)
 
@@ -111,10 +116,14 @@ def test_inputs_losses_and_sharded_step(stage1):
   want_id = np.mean(1 - np.sum(np.asarray(z_y) * np.asarray(z_s), -1))
   want_chg = np.mean(np.abs(np.asarray(y) - np.asarray(y_hat)))
   want_rec = 0.5 * np.mean((np.asarray(y[0]) - x_t[0]) ** 2)  # the one same pair
+  on = batch['occluder_mask'].astype(bool)
+  want_occ = np.mean(np.abs(np.asarray(y) - x_t)[on])  # over the pasted pixels only
   assert m1['id'] == pytest.approx(want_id, rel=1e-4, abs=1e-6)
   assert m1['chg'] == pytest.approx(want_chg, rel=1e-4)
   assert m1['rec'] == pytest.approx(want_rec, rel=1e-4)
-  assert m1['loss'] == pytest.approx(0.5 * want_id + 2.0 * want_chg + 3.0 * want_rec, rel=1e-4)
+  assert m1['occ'] == pytest.approx(want_occ, rel=1e-4)
+  assert m1['loss'] == pytest.approx(
+      0.5 * want_id + 2.0 * want_chg + 3.0 * want_rec + 1.5 * want_occ, rel=1e-4)
 
 
 def test_loop_trains_resumes_and_uses_the_hardest(stage1, tmp_path):
@@ -143,6 +152,30 @@ def test_loop_trains_resumes_and_uses_the_hardest(stage1, tmp_path):
   moved = [not np.array_equal(a, b) for a, b in
            zip(jax.tree.leaves(variables['params']), jax.tree.leaves(later['params']))]
   assert any(moved)
+
+
+def test_pairs_carry_the_pasted_occluders_mask():
+  from fsjax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  config = _hear_config()
+  config.dataset.same_identity_ratio = 1.0  # X_t = X_s occluded: the mask is what changed
+  config.hear.occluder_mix = (0.0, 0.5, 0.5, 0.0)  # every target gets one occluder
+  source = train_helpers.fake_source(num_identities=4, per_identity=2, size=SIZE)
+  it = input_pipeline.create_pair_iterator(
+      config, source, seed=0, process_index=0, process_count=1, batch_size=8, num_workers=0,
+      occlusion=hear_trainer.make_occlusion(config))
+  batch = next(it)
+  mask = batch['occluder_mask']
+  assert mask.shape == (8, SIZE, SIZE) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+  changed = np.any(batch['source'] != batch['target'], axis=-1)
+  for m, c in zip(mask.astype(bool), changed):
+    assert m.any() and c[m].mean() > 0.5  # the masked pixels are the pasted ones...
+    # ...and nothing changed away from them (the cut-outs' soft edges, magnified by the
+    # paste: up to ~3 px here).
+    near = m.copy()
+    for dy in range(-3, 4):
+      for dx in range(-3, 4):
+        near |= np.roll(np.roll(m, dy, 0), dx, 1)
+    assert not c[~near].any()
 
 
 def test_bad_settings_are_refused(stage1):

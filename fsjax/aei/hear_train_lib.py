@@ -12,7 +12,11 @@ No I/O and no loop here (that is fsjax/aei/hear_trainer.py). Per device, inside
        L_id'  = mean(1 - cos(z_id(Y_st), z_id(X_s)))
        L_chg  = mean|Y_st - Y_hat_st|
        L_rec' = 0.5 * mean over same-identity pairs of mean((Y_st - X_t)^2)
-     each `lax.pmean`'d over 'data' before it is differentiated (global-batch gradients;
+     and, an fsjax option (config.loss.occ, 0 = the paper), the occluder term
+       L_occ  = mean over the pixels of the pasted occluders of |Y_st - X_t|
+     (the pipeline pastes them, so it knows where they are: there the right answer is X_t,
+     for a swap as for a reconstruction), each `lax.pmean`'d over 'data' before it is
+     differentiated (global-batch gradients;
      BatchNorm statistics are averaged over 'data' inside HEAR-Net).
   3. Adam (config.optimizer); the non-finite guard applies all or nothing, as in AEI-Net.
 """
@@ -100,6 +104,7 @@ class HearMetrics(clu_metrics.Collection):
   id: clu_metrics.Average
   chg: clu_metrics.Average
   rec: clu_metrics.Average
+  occ: clu_metrics.Average
   grad_norm: clu_metrics.Average
   same_fraction: clu_metrics.Average
   skipped: clu_metrics.Average
@@ -138,6 +143,21 @@ def change_loss(y: jax.Array, y_hat: jax.Array) -> jax.Array:
   return jnp.mean(jnp.abs(y - y_hat))
 
 
+def occluder_loss(y: jax.Array, x_t: jax.Array, mask: jax.Array) -> jax.Array:
+  """This device's share of L_occ (its `lax.pmean` over 'data' is the global mean).
+
+  Args:
+    y, x_t: [b, S, S, 3] in [-1, 1].
+    mask: [b, S, S] (1 = a pasted occluder's pixel, 0 elsewhere).
+  Returns:
+    [] sum of |Y - X_t| over the masked pixels and channels of this device, divided by that
+    count over all devices (over 'data') / the device count.
+  """
+  mask = mask.astype(jnp.float32)[..., None]
+  count = lax.psum(jnp.sum(mask), AXIS) * y.shape[-1]
+  return jnp.sum(jnp.abs(y - x_t) * mask) * lax.axis_size(AXIS) / jnp.maximum(count, 1.0)
+
+
 def train_step(state: HearState, batch: dict[str, jax.Array], g_vars: Any, id_vars: Any, *,
                config: ml_collections.ConfigDict, hear: nn.Module, aei: FrozenAEI,
                tx: optax.GradientTransformation) -> tuple[HearState, HearMetrics]:
@@ -146,10 +166,11 @@ def train_step(state: HearState, batch: dict[str, jax.Array], g_vars: Any, id_va
   Args:
     state: replicated HearState.
     batch: 'source', 'target' uint8 [b, S, S, 3] (or float [-1, 1]); 'same' float32 [b]
-      (1.0 where X_t shows X_s's identity, e.g. an occluded copy of X_s).
+      (1.0 where X_t shows X_s's identity, e.g. an occluded copy of X_s); optional
+      'occluder_mask' uint8 [b, S, S] (1 = pasted occluder; needed when config.loss.occ > 0).
     g_vars: frozen AEI-Net variables {'params': EMA params, 'batch_stats'} (replicated).
     id_vars: frozen identity-encoder variables (replicated).
-    config: config.loss (id, chg, rec).
+    config: config.loss (id, chg, rec, occ).
     hear, aei, tx: the networks and the optimizer.
   Returns:
     (new state, HearMetrics of this step; replicated).
@@ -160,6 +181,11 @@ def train_step(state: HearState, batch: dict[str, jax.Array], g_vars: Any, id_va
   same = batch['same'].astype(jnp.float32)
   num_devices = lax.axis_size(AXIS)
   num_same = lax.psum(jnp.sum(same), AXIS)
+  mask = batch.get('occluder_mask')
+  if mask is None:
+    if loss_cfg.occ:
+      raise ValueError('config.loss.occ > 0 needs batches with an occluder_mask')
+    mask = jnp.zeros(x_t.shape[:3], jnp.float32)
   y_hat, error = hear_inputs(aei, g_vars, id_vars, x_s, x_t)
   z_s = lax.stop_gradient(aei.embed(id_vars, x_s, True))
 
@@ -172,8 +198,9 @@ def train_step(state: HearState, batch: dict[str, jax.Array], g_vars: Any, id_va
     # Local share of the global same-pair mean: pmean over devices restores it exactly.
     per = 0.5 * jnp.mean(jnp.square(y - x_t), axis=(1, 2, 3)) * same
     rec = jnp.sum(per) * num_devices / jnp.maximum(num_same, 1.0)
-    total = loss_cfg.id * idl + loss_cfg.chg * chg + loss_cfg.rec * rec
-    terms = lax.pmean({'loss': total, 'id': idl, 'chg': chg, 'rec': rec}, AXIS)
+    occ = occluder_loss(y, x_t, mask)
+    total = loss_cfg.id * idl + loss_cfg.chg * chg + loss_cfg.rec * rec + loss_cfg.occ * occ
+    terms = lax.pmean({'loss': total, 'id': idl, 'chg': chg, 'rec': rec, 'occ': occ}, AXIS)
     return terms['loss'], (terms, upd['batch_stats'])
 
   (_, (terms, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

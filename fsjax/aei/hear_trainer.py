@@ -90,7 +90,8 @@ def check_config(config: ml_collections.ConfigDict, stage1: Stage1) -> None:
 
 
 def make_occlusion(config: ml_collections.ConfigDict):
-  """occlusion(uint8 [S, S, 3], rng) -> uint8 [S, S, 3] for the pair pipeline (picklable)."""
+  """occlusion(uint8 [S, S, 3], rng) -> (uint8 [S, S, 3], bool [S, S] pasted mask) for the
+  pair pipeline (picklable)."""
   hear = config.hear
   cutouts = occluders_lib.build_occluders(
       hear.occluders_dir or None, seed=int(config.seed),
@@ -103,7 +104,8 @@ def make_occlusion(config: ml_collections.ConfigDict):
 
 
 def _occlude_image(image, rng, **kwargs):
-  return occluders_lib.occlude(image, rng, **kwargs)[0]
+  occluded, mask, _ = occluders_lib.occlude(image, rng, **kwargs)
+  return occluded, mask
 
 
 def hardest_subset(config: ml_collections.ConfigDict, workdir: str, source: Any,
@@ -209,6 +211,7 @@ def _train(config, workdir, stage1: Stage1, data_source) -> lib.HearState:
 
   if data_source is None:
     data_source = loop.training_source(config.dataset)
+  data_source = loop.drop_occluded_if_asked(config.dataset, data_source)
   data_source = hardest_subset(config, workdir, data_source, stage1, mesh)
   occlusion = make_occlusion(config)
   data_iter = input_pipeline.create_pair_iterator(config, data_source, seed=int(config.seed),
@@ -238,7 +241,7 @@ def _train(config, workdir, stage1: Stage1, data_source) -> lib.HearState:
   ckpt_every = int(config.checkpoint_every_steps)
   max_nonfinite = int(config.max_nonfinite_steps)
   progress = metric_logging.Progress(num_steps, start_step, global_batch,
-                                     main_keys=('loss', 'id', 'chg', 'rec'))
+                                     main_keys=('loss', 'id', 'chg', 'rec', 'occ'))
   preemption = loop.PreemptionWatcher()
   accumulated = None
   step = start_step

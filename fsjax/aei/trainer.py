@@ -177,10 +177,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
 
   if data_source is None:
     data_source = loop.training_source(config.dataset)
-  if config.dataset.drop_occluded:
-    n = len(data_source)
-    data_source = input_pipeline.unoccluded_subset(data_source)
-    logging.info('dataset.drop_occluded: %d of %d records have no occluder', len(data_source), n)
+  data_source = loop.drop_occluded_if_asked(config.dataset, data_source)
   data_iter = input_pipeline.create_pair_iterator(config, data_source, seed=int(config.seed))
 
   ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.keep_checkpoints,

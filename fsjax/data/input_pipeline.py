@@ -365,11 +365,14 @@ class _PairTransform(grain.transforms.RandomMap):
       x_t = x_s
     else:
       x_t = self._augment(self._source[j][_IMAGE_KEY], rng)
+    out = {}
     if self._occlusion is not None:
-      x_t = self._occlusion(x_t, rng)  # X_s stays clean; a same pair's X_t is its occluded copy
+      # X_s stays clean; a same pair's X_t is its occluded copy.
+      x_t, mask = self._occlusion(x_t, rng)
+      out['occluder_mask'] = np.asarray(mask, np.uint8)
     labels = self._index.labels
     same = j == i or (labels[i] >= 0 and labels[i] == labels[j])
-    return {'source': x_s, 'target': x_t, 'same': np.float32(same)}
+    return dict(out, source=x_s, target=x_t, same=np.float32(same))
 
 
 class _IdentityTransform(grain.transforms.RandomMap):
@@ -484,9 +487,10 @@ def create_pair_iterator(config, data_source, *, seed: int, process_index: int |
       k = stop after k passes over the shard (last batch may be short).
     num_workers: overrides config.dataset.num_workers (0 = in this process).
     labels: int [N] labels (-1 unknown); default `read_labels(data_source)`.
-    occlusion: occlusion(uint8 [S, S, 3] X_t, np.random.Generator) -> uint8 [S, S, 3], applied
-      to every target after augmentation (HEAR-Net data: fsjax.data.occluders.occlude); the
-      pair's RNG makes it deterministic like the rest.
+    occlusion: occlusion(uint8 [S, S, 3] X_t, np.random.Generator) -> (uint8 [S, S, 3], bool
+      [S, S] mask of the pasted pixels), applied to every target after augmentation (HEAR-Net
+      data: fsjax.data.occluders.occlude); the pair's RNG makes it deterministic like the
+      rest. The batches then also hold 'occluder_mask': uint8 [B_local, S, S] (1 = pasted).
   Returns:
     A grain DatasetIterator with get_state()/set_state(); save it with Orbax via
     `checkpoint_save_args` / `checkpoint_restore_args`. Close it (`.close()`)

@@ -88,6 +88,18 @@ def training_source(dataset_cfg: ml_collections.ConfigDict) -> Any:
   return input_pipeline.create_data_source(dataset_cfg, dataset_cfg.split)
 
 
+def drop_occluded_if_asked(dataset_cfg: ml_collections.ConfigDict, source: Any) -> Any:
+  """`source` without the records whose synthetic_faces attributes draw an occluder when
+  dataset_cfg.drop_occluded, else `source` itself."""
+  if not dataset_cfg.drop_occluded:
+    return source
+  from fsjax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  kept = input_pipeline.unoccluded_subset(source)
+  logging.info('dataset.drop_occluded: %d of %d records have no occluder', len(kept),
+               len(source))
+  return kept
+
+
 def restore_or_init(ckpt: checkpointing.Checkpointer, abstract_state: Any, data_iter: Any,
                     init: Callable[[], Any]) -> tuple[Any, int]:
   """(state, start step): the newest readable checkpoint (train state and data-iterator
