@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import train_helpers
 from fsjax.data import occluders as occ
 
 
@@ -19,14 +20,6 @@ def _face(size=128, seed=0):
   """A textured stand-in face image: uint8 [S, S, 3]."""
   rng = np.random.default_rng(seed)
   return rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-
-
-def _dilate(mask, r=1):
-  out = mask.copy()
-  for dy in range(-r, r + 1):
-    for dx in range(-r, r + 1):
-      out |= np.roll(np.roll(mask, dy, 0), dx, 1)
-  return out
 
 
 def _fringe(image_size, cutouts, face_box=occ.ALIGNED_FACE_BOX):
@@ -105,19 +98,19 @@ def test_mask_is_the_changed_pixels(occluder_set):
       changed = np.any(out != grey, axis=-1)
       assert mask.any() and mask.dtype == bool and mask.shape == (160, 160)
       r = _fringe(160, cutouts)
-      assert not np.any(changed & ~_dilate(mask, r)), 'changes outside the occluder'
+      assert not np.any(changed & ~train_helpers.dilate(mask, r)), 'changes outside the occluder'
       if cutouts is not occluder_set.hands:  # hands may be grey-ish where shaded
         assert np.mean(changed[mask]) > 0.99
   out, mask = occ.paste_cutout(grey, solid, 50, 30.0, (80, 80))  # k = 1: a 2-px fringe
   changed = np.any(out != grey, axis=-1)
-  assert np.all(changed[mask]) and not np.any(changed & ~_dilate(mask, 2))
+  assert np.all(changed[mask]) and not np.any(changed & ~train_helpers.dilate(mask, 2))
   # Opaque interior pixels take the cut-out colour exactly.
-  interior = mask & ~_dilate(~mask, 1)
+  interior = mask & ~train_helpers.dilate(~mask, 1)
   assert interior.sum() > 500 and np.all(out[interior] == (250, 10, 30))
   face = _face(160)
   for _ in range(5):
     out, mask = occ.paste_occluder(face, rng, occluder_set.objects)
-    outside = ~_dilate(mask, _fringe(160, occluder_set.objects))
+    outside = ~train_helpers.dilate(mask, _fringe(160, occluder_set.objects))
     np.testing.assert_array_equal(out[outside], face[outside])
   # Entirely outside the image: nothing changes.
   out, mask = occ.paste_cutout(face, solid, 40, 0.0, (-100, -100))
@@ -194,7 +187,7 @@ def test_mix_frequencies_and_pairs(occluder_set):
       group = occluder_set.objects if p.kind == 'object' else occluder_set.hands
       if p.kind == 'both':
         group = group + occluder_set.objects
-      outside = ~_dilate(p.mask, _fringe(64, group))
+      outside = ~train_helpers.dilate(p.mask, _fringe(64, group))
       np.testing.assert_array_equal(p.x_t[outside], base[outside])
   assert {p.kind for p in pairs} == set(occ.MIX_KINDS)
   assert all(p.same for p in (occ.occluded_pair(src, tgt, rng, occluder_set, 1.0)

@@ -68,6 +68,16 @@ def fake_source(num_identities: int = 6, per_identity: int = 2, size: int = 64, 
   return input_pipeline.InMemorySource(images, labels)
 
 
+def dilate(mask, r: int = 1):
+  """bool [H, W] mask grown by r pixels in every direction (square; wraps at the border)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  out = mask.copy()
+  for dy in range(-r, r + 1):
+    for dx in range(-r, r + 1):
+      out |= np.roll(np.roll(mask, dy, 0), dx, 1)
+  return out
+
+
 def state_digest(state) -> str:
   """sha256 over every array of a TrainState (host copies), in tree order."""
   import jax  # pylint: disable=g-import-not-at-top

@@ -365,14 +365,16 @@ class _PairTransform(grain.transforms.RandomMap):
       x_t = x_s
     else:
       x_t = self._augment(self._source[j][_IMAGE_KEY], rng)
-    out = {}
+    mask = None
     if self._occlusion is not None:
       # X_s stays clean; a same pair's X_t is its occluded copy.
       x_t, mask = self._occlusion(x_t, rng)
-      out['occluder_mask'] = np.asarray(mask, np.uint8)
     labels = self._index.labels
     same = j == i or (labels[i] >= 0 and labels[i] == labels[j])
-    return dict(out, source=x_s, target=x_t, same=np.float32(same))
+    example = {'source': x_s, 'target': x_t, 'same': np.float32(same)}
+    if mask is not None:
+      example['occluder_mask'] = np.asarray(mask, np.uint8)
+    return example
 
 
 class _IdentityTransform(grain.transforms.RandomMap):
