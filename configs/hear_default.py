@@ -27,6 +27,10 @@ def get_config():
   config.hear.channels = (64, 128, 256, 512, 512)  # down-path widths (256 -> 8 px)
   config.hear.full_res_channels = 0  # fsjax option: full-resolution input path (0 = paper)
   config.hear.target_input = False  # fsjax option: X_t joins the input (False = paper)
+  # fsjax option: output m * X_t + (1 - m) * Y' with a predicted mask m (X_t then joins the
+  # input; m learns the known occluder masks by config.loss.mask). False = the paper.
+  # Measured 2026-12-03: m finds the occluders but Y' copies X_t (docs/fidelity.md).
+  config.hear.blend_mask = False
   # Occluders pasted on every target: a folder with hands/*.png and objects/*.png RGBA
   # cut-outs (EgoHands / GTEA Hand2K hands, ShapeNet renders), '' = the built-in set.
   config.hear.occluders_dir = ''
@@ -47,6 +51,8 @@ def get_config():
   config.loss.rec = 1.0  # L_rec' on same-identity pairs
   # fsjax option: L_occ = |Y_st - X_t| on the pasted occluders' pixels (0 = the paper).
   config.loss.occ = 0.0
+  # fsjax option: L_mask = BCE of a blend_mask HEAR-Net's mask against the occluder masks.
+  config.loss.mask = 0.0
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 4e-4
@@ -64,6 +70,9 @@ def get_config():
   # Leave out the records whose synthetic_faces attributes draw an occluder (their masks
   # are not known to L_occ; synthetic_faces only).
   config.dataset.drop_occluded = False
+  # Add each record's own occluder (synthetic_faces glasses and hands, rendered again from
+  # its parameters) to the pairs' occluder_mask, for L_occ and L_mask (synthetic_faces only).
+  config.dataset.own_occluder_masks = False
   config.dataset.flip = True
   config.dataset.color_jitter = 0.0
   config.dataset.num_workers = 2

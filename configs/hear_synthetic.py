@@ -16,6 +16,9 @@ returns the target's face); with `--config.loss.rec=3` ID 0.211 and +0.65 dB. Wi
 `--config.loss.occ=1 --config.loss.rec=0 --config.dataset.drop_occluded=True` (L_occ on the
 pasted occluders' pixels, 2026-12-02): +5.40 dB in the occluder, ID top-1 0.018; at
 `loss.occ=0.3` +1.55 dB, ID 0.166 (docs/fidelity.md "HEAR-Net told where its occluders are").
+`--config.hear.blend_mask=True --config.loss.mask=1 --config.loss.occ=1
+--config.dataset.own_occluder_masks=True` (Y = m X_t + (1 - m) Y', 2026-12-03, on a main job
+whose AEI-Net gives 15.56 dB there): 22.16 dB in the occluder, ID top-1 0.007 (Y' copies X_t).
 """
 
 from configs import hear_default

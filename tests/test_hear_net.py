@@ -115,7 +115,8 @@ def test_param_count_and_shapes_at_256():
   layer shapes of the design notes, output [B, 256, 256, 3] float32 (also in bf16)."""
   x = jax.ShapeDtypeStruct((2, 256, 256, 6), jnp.float32)
   config = ml_collections.ConfigDict({'channels': t_hear.PAPER_CHANNELS,
-                                      'full_res_channels': 0, 'target_input': False})
+                                      'full_res_channels': 0, 'target_input': False,
+                                      'blend_mask': False})
   model = hear_net.from_config(config)
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
   assert _nparams(variables['params']) == PAPER_PARAMS
@@ -197,7 +198,8 @@ def test_full_resolution_path_option():
   x = jax.ShapeDtypeStruct((1, 32, 32, 6), jnp.float32)
   plain = hear_net.HEARNet(channels=TINY_CHANNELS)
   wide = hear_net.from_config(ml_collections.ConfigDict(
-      {'channels': TINY_CHANNELS, 'full_res_channels': 5, 'target_input': False}))
+      {'channels': TINY_CHANNELS, 'full_res_channels': 5, 'target_input': False,
+       'blend_mask': False}))
   v_plain = jax.eval_shape(plain.init, jax.random.key(0), x)
   v_wide = jax.eval_shape(wide.init, jax.random.key(0), x)
   assert _nparams(v_wide['params']) - _nparams(v_plain['params']) == (
@@ -220,7 +222,8 @@ def test_target_input_option():
   """hear.target_input (fsjax option): X_t joins the input as channels 7-9; only the first
   conv grows, and the refinement then depends on X_t itself."""
   net = hear_net.from_config(ml_collections.ConfigDict(
-      {'channels': TINY_CHANNELS, 'full_res_channels': 0, 'target_input': True}))
+      {'channels': TINY_CHANNELS, 'full_res_channels': 0, 'target_input': True,
+       'blend_mask': False}))
   plain = hear_net.HEARNet(channels=TINY_CHANNELS)
   assert net.input_channels == 9 and plain.input_channels == 6
   maps = [jax.random.normal(jax.random.key(i), (1, 32, 32, 3)) for i in range(3)]
@@ -244,3 +247,45 @@ def test_target_input_option():
   meta['hear']['target_input'] = True
   shapes = export.abstract_hear(meta)
   assert shapes['params']['down0_conv']['kernel'].shape == (4, 4, 9, TINY_CHANNELS[0])
+
+
+def test_blend_mask_option():
+  """hear.blend_mask (fsjax option): the output conv gives a 4th (mask) channel and
+  Y = m * X_t + (1 - m) * tanh(rgb); with the mask's bias far up Y is X_t, far down it is
+  the 3-channel network with the same weights; exports carry the option."""
+  config = ml_collections.ConfigDict({'channels': TINY_CHANNELS, 'full_res_channels': 4,
+                                      'target_input': False, 'blend_mask': True})
+  net = hear_net.from_config(config)
+  plain = hear_net.from_config(ml_collections.ConfigDict(
+      dict(config.to_dict(), blend_mask=False, target_input=True)))
+  assert net.input_channels == 9
+  y_hat, error, x_t = [jax.random.uniform(jax.random.key(i), (2, 32, 32, 3), minval=-1.0)
+                       for i in range(3)]
+  x = hear_net.input_of(net, y_hat, error, x_t)
+  variables = net.init(jax.random.key(0), x)
+  out = variables['params']['out_conv']
+  assert out['kernel'].shape[-1] == 4 and out['bias'].shape == (4,)
+  assert _nparams(variables['params']) - _nparams(
+      jax.eval_shape(plain.init, jax.random.key(0), x)['params']) == out['kernel'][..., 3].size + 1
+  y, m = net.apply(variables, x, return_mask=True)
+  assert y.shape == (2, 32, 32, 3) and m.shape == (2, 32, 32)
+  assert float(m.min()) > 0.0 and float(m.max()) < 1.0
+  np.testing.assert_allclose(net.apply(variables, x), y)
+
+  def with_mask_bias(b):
+    v = jax.tree.map(lambda a: a, variables)
+    v['params']['out_conv']['bias'] = out['bias'].at[3].set(b)
+    return v
+
+  np.testing.assert_allclose(net.apply(with_mask_bias(60.0), x), x_t, atol=1e-6)
+  three = jax.tree.map(lambda a: a, variables)
+  three['params']['out_conv'] = {'kernel': out['kernel'][..., :3], 'bias': out['bias'][:3]}
+  np.testing.assert_allclose(net.apply(with_mask_bias(-60.0), x), plain.apply(three, x),
+                             atol=1e-6)
+  with pytest.raises(ValueError, match='return_mask needs'):
+    plain.apply(three, x, return_mask=True)
+  from fsjax.swap import export  # pylint: disable=g-import-not-at-top
+  meta = {'image_size': 32, 'hear': {'channels': list(TINY_CHANNELS), 'blend_mask': True,
+                                     'full_res_channels': 4}}
+  assert export.build_hear(meta).blend_mask
+  assert export.abstract_hear(meta)['params']['out_conv']['kernel'].shape[-1] == 4

@@ -15,7 +15,10 @@ No I/O and no loop here (that is fsjax/aei/hear_trainer.py). Per device, inside
      and, an fsjax option (config.loss.occ, 0 = the paper), the occluder term
        L_occ  = mean over the pixels of the pasted occluders of |Y_st - X_t|
      (the pipeline pastes them, so it knows where they are: there the right answer is X_t,
-     for a swap as for a reconstruction), each `lax.pmean`'d over 'data' before it is
+     for a swap as for a reconstruction), and, for a HEAR-Net with config.hear.blend_mask
+     (Y_st = m * X_t + (1 - m) * Y'), the mask term (config.loss.mask)
+       L_mask = mean over all pixels of BCE(m, pasted-occluder mask),
+     each `lax.pmean`'d over 'data' before it is
      differentiated (global-batch gradients;
      BatchNorm statistics are averaged over 'data' inside HEAR-Net).
   3. Adam (config.optimizer); the non-finite guard applies all or nothing, as in AEI-Net.
@@ -105,6 +108,7 @@ class HearMetrics(clu_metrics.Collection):
   chg: clu_metrics.Average
   rec: clu_metrics.Average
   occ: clu_metrics.Average
+  mask: clu_metrics.Average
   grad_norm: clu_metrics.Average
   same_fraction: clu_metrics.Average
   skipped: clu_metrics.Average
@@ -158,6 +162,14 @@ def occluder_loss(y: jax.Array, x_t: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.sum(jnp.abs(y - x_t) * mask) * lax.axis_size(AXIS) / jnp.maximum(count, 1.0)
 
 
+def mask_loss(m: jax.Array, mask: jax.Array) -> jax.Array:
+  """L_mask = mean binary cross-entropy of the blend mask m [b, S, S] in [0, 1] against the
+  occluder mask [b, S, S] (1 = occluder), m clipped to [1e-6, 1 - 1e-6]."""
+  m = jnp.clip(m, 1e-6, 1.0 - 1e-6)
+  t = mask.astype(jnp.float32)
+  return -jnp.mean(t * jnp.log(m) + (1.0 - t) * jnp.log1p(-m))
+
+
 def train_step(state: HearState, batch: dict[str, jax.Array], g_vars: Any, id_vars: Any, *,
                config: ml_collections.ConfigDict, hear: nn.Module, aei: FrozenAEI,
                tx: optax.GradientTransformation) -> tuple[HearState, HearMetrics]:
@@ -170,7 +182,7 @@ def train_step(state: HearState, batch: dict[str, jax.Array], g_vars: Any, id_va
       'occluder_mask' uint8 [b, S, S] (1 = pasted occluder; needed when config.loss.occ > 0).
     g_vars: frozen AEI-Net variables {'params': EMA params, 'batch_stats'} (replicated).
     id_vars: frozen identity-encoder variables (replicated).
-    config: config.loss (id, chg, rec, occ).
+    config: config.loss (id, chg, rec, occ, mask).
     hear, aei, tx: the networks and the optimizer.
   Returns:
     (new state, HearMetrics of this step; replicated).
@@ -182,25 +194,31 @@ def train_step(state: HearState, batch: dict[str, jax.Array], g_vars: Any, id_va
   num_devices = lax.axis_size(AXIS)
   num_same = lax.psum(jnp.sum(same), AXIS)
   mask = batch.get('occluder_mask')
+  if loss_cfg.mask and not hear.blend_mask:
+    raise ValueError('config.loss.mask > 0 needs config.hear.blend_mask')
   if mask is None:
-    if loss_cfg.occ:
-      raise ValueError('config.loss.occ > 0 needs batches with an occluder_mask')
+    if loss_cfg.occ or loss_cfg.mask:
+      raise ValueError('config.loss.occ / loss.mask > 0 need batches with an occluder_mask')
     mask = jnp.zeros(x_t.shape[:3], jnp.float32)
   y_hat, error = hear_inputs(aei, g_vars, id_vars, x_s, x_t)
   z_s = lax.stop_gradient(aei.embed(id_vars, x_s, True))
 
   def loss_fn(params):
-    y, upd = hear.apply({'params': params, 'batch_stats': state.batch_stats},
-                        hear_net.input_of(hear, y_hat, error, x_t), train=True,
-                        mutable=['batch_stats'])
+    out, upd = hear.apply({'params': params, 'batch_stats': state.batch_stats},
+                          hear_net.input_of(hear, y_hat, error, x_t), train=True,
+                          return_mask=hear.blend_mask, mutable=['batch_stats'])
+    y, blend = out if hear.blend_mask else (out, None)
     idl = jnp.mean(1.0 - jnp.sum(aei.embed(id_vars, y, True) * z_s, axis=-1))
     chg = change_loss(y, y_hat)
     # Local share of the global same-pair mean: pmean over devices restores it exactly.
     per = 0.5 * jnp.mean(jnp.square(y - x_t), axis=(1, 2, 3)) * same
     rec = jnp.sum(per) * num_devices / jnp.maximum(num_same, 1.0)
     occ = occluder_loss(y, x_t, mask)
-    total = loss_cfg.id * idl + loss_cfg.chg * chg + loss_cfg.rec * rec + loss_cfg.occ * occ
-    terms = lax.pmean({'loss': total, 'id': idl, 'chg': chg, 'rec': rec, 'occ': occ}, AXIS)
+    bce = mask_loss(blend, mask) if blend is not None else jnp.zeros((), jnp.float32)
+    total = (loss_cfg.id * idl + loss_cfg.chg * chg + loss_cfg.rec * rec
+             + loss_cfg.occ * occ + loss_cfg.mask * bce)
+    terms = lax.pmean({'loss': total, 'id': idl, 'chg': chg, 'rec': rec, 'occ': occ,
+                       'mask': bce}, AXIS)
     return terms['loss'], (terms, upd['batch_stats'])
 
   (_, (terms, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

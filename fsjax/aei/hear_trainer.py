@@ -87,6 +87,8 @@ def check_config(config: ml_collections.ConfigDict, stage1: Stage1) -> None:
     raise ValueError(f'hear.hardest_fraction must be in (0, 1], got '
                      f'{config.hear.hardest_fraction}')
   occluders_lib.sample_mix(np.random.default_rng(0), config.hear.occluder_mix)  # validates
+  if config.loss.mask and not config.hear.blend_mask:
+    raise ValueError('loss.mask > 0 needs hear.blend_mask=True (it trains the blend mask)')
 
 
 def make_occlusion(config: ml_collections.ConfigDict):
@@ -159,6 +161,25 @@ def hardest_subset(config: ml_collections.ConfigDict, workdir: str, source: Any,
   return input_pipeline.SubsetSource(source, indices)
 
 
+def with_own_occluders(config: ml_collections.ConfigDict, source: Any) -> Any:
+  """`source` whose records carry their own occluders' masks (synthetic_faces glasses and
+  hands, rendered again once here) when config.dataset.own_occluder_masks, else itself."""
+  if not config.dataset.own_occluder_masks:
+    return source
+  t0 = time.perf_counter()
+
+  def progress(done, total):
+    if done == total or done % (50 * 64) == 0:
+      logging.info('own occluder masks: %d / %d occluded records rendered (%.0f s)', done,
+                   total, time.perf_counter() - t0)
+
+  masks = input_pipeline.own_occluder_masks(source, int(config.image_size), progress=progress)
+  logging.info('dataset.own_occluder_masks: %d of %d records draw an occluder (%.1f %% of '
+               'their pixels)', int(masks.any(axis=(1, 2)).sum()), len(source),
+               100.0 * float(masks.mean()))
+  return input_pipeline.WithOwnOccluders(source, masks)
+
+
 # What check_run raises for bad input (a command prints it as one line).
 BAD_INPUT = (ValueError, workdir_lib.WorkdirError)
 
@@ -213,6 +234,7 @@ def _train(config, workdir, stage1: Stage1, data_source) -> lib.HearState:
     data_source = loop.training_source(config.dataset)
   data_source = loop.drop_occluded_if_asked(config.dataset, data_source)
   data_source = hardest_subset(config, workdir, data_source, stage1, mesh)
+  data_source = with_own_occluders(config, data_source)
   occlusion = make_occlusion(config)
   data_iter = input_pipeline.create_pair_iterator(config, data_source, seed=int(config.seed),
                                                   occlusion=occlusion)
@@ -241,7 +263,7 @@ def _train(config, workdir, stage1: Stage1, data_source) -> lib.HearState:
   ckpt_every = int(config.checkpoint_every_steps)
   max_nonfinite = int(config.max_nonfinite_steps)
   progress = metric_logging.Progress(num_steps, start_step, global_batch,
-                                     main_keys=('loss', 'id', 'chg', 'rec', 'occ'))
+                                     main_keys=('loss', 'id', 'chg', 'rec', 'occ', 'mask'))
   preemption = loop.PreemptionWatcher()
   accumulated = None
   step = start_step

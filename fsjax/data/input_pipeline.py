@@ -162,6 +162,61 @@ def unoccluded_subset(source) -> SubsetSource:
   return SubsetSource(source, keep, np.asarray(labels, np.int64))
 
 
+OWN_OCCLUDER_KEY = 'own_occluder'  # bool [S, S] of WithOwnOccluders' records
+
+
+class WithOwnOccluders:
+  """A synthetic_faces source whose records also carry OWN_OCCLUDER_KEY: bool [S, S], the
+  pixels of the occluder (glasses, hand) the renderer drew on that very image
+  (`own_occluder_masks`), so a pair's occluder_mask covers it as well as pasted ones."""
+
+  def __init__(self, source, masks: np.ndarray):
+    if len(masks) != len(source):
+      raise ValueError(f'{len(masks)} masks for {len(source)} records')
+    self._source = source
+    self._masks = masks
+    self.labels = read_labels(source)
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return dict(self._source[int(index)], **{OWN_OCCLUDER_KEY: self._masks[int(index)]})
+
+
+def own_occluder_masks(source, size: int, batch_size: int = 64,
+                       progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+  """bool [N, size, size]: where each synthetic_faces record's own occluder covers more than
+  half a pixel, rendered again from its 'identity_params' and 'attribute_params' (the record
+  image is render_batch of the same vectors at the same size, so the mask lies exactly on it).
+
+  Records without an occluder are not rendered (all False); raises ValueError when the
+  records have no parameters. progress(done, total) is called after each rendered batch.
+  """
+  from fsjax.data import synthetic_faces  # pylint: disable=g-import-not-at-top
+  column = synthetic_faces.ATTRIBUTE_FIELDS.index('occluder')
+  ids, atts, which = [], [], []
+  for i, record in enumerate(_read_records(source, ('identity_params', 'attribute_params'))):
+    if 'attribute_params' not in record or 'identity_params' not in record:
+      raise ValueError('dataset.own_occluder_masks needs records with identity_params and '
+                       'attribute_params (synthetic_faces); this dataset has none')
+    att = np.asarray(record['attribute_params'], np.float32)
+    if round(float(att[column])) != synthetic_faces.OCCLUDER_NONE:
+      ids.append(np.asarray(record['identity_params'], np.float32))
+      atts.append(att)
+      which.append(i)
+  masks = np.zeros((len(source), size, size), bool)
+  for start in range(0, len(which), batch_size):
+    stop = min(len(which), start + batch_size)
+    _, alpha = synthetic_faces.render_batch(np.stack(ids[start:stop]),
+                                            np.stack(atts[start:stop]), size,
+                                            return_occluder_mask=True)
+    masks[which[start:stop]] = alpha > 0.5
+    if progress is not None:
+      progress(stop, len(which))
+  return masks
+
+
 def create_data_source(dataset_cfg, split: str | None = None, *, download: bool = False):
   """Returns the TFDS array_record data source named by a `config.dataset` block.
 
@@ -339,6 +394,15 @@ class _IdentityIndex:
     return j  # pathological (almost all records share i's label): any other record
 
 
+def _own_occluder(record: dict[str, Any], flipped: bool) -> np.ndarray | None:
+  """The record's OWN_OCCLUDER_KEY mask [S, S], mirrored like its image; None without one."""
+  own = record.get(OWN_OCCLUDER_KEY)
+  if own is None:
+    return None
+  own = np.asarray(own, bool)
+  return own[:, ::-1] if flipped else own
+
+
 class _PairTransform(grain.transforms.RandomMap):
   """Record index -> {'source', 'target', 'same'} (one example of the pair batch)."""
 
@@ -353,8 +417,8 @@ class _PairTransform(grain.transforms.RandomMap):
 
   def random_map(self, i, rng: np.random.Generator):
     i = int(i)
-    source_image = self._source[i][_IMAGE_KEY]
-    x_s = self._augment(source_image, rng)
+    record = self._source[i]
+    x_s, flip_s = self._augment.with_flip(record[_IMAGE_KEY], rng)
     if rng.random() < self._same_ratio:
       j = i if self._same_target == 'self' else self._index.same(i, rng)
     else:
@@ -362,13 +426,17 @@ class _PairTransform(grain.transforms.RandomMap):
     if j == i:
       # Target is the source record itself: the very same pixels (same flip and
       # jitter), so X_t == X_s exactly, as the FaceShifter L_rec assumes.
-      x_t = x_s
+      x_t, own = x_s, _own_occluder(record, flip_s)
     else:
-      x_t = self._augment(self._source[j][_IMAGE_KEY], rng)
+      target = self._source[j]
+      x_t, flip_t = self._augment.with_flip(target[_IMAGE_KEY], rng)
+      own = _own_occluder(target, flip_t)
     mask = None
     if self._occlusion is not None:
       # X_s stays clean; a same pair's X_t is its occluded copy.
       x_t, mask = self._occlusion(x_t, rng)
+    if own is not None:
+      mask = own if mask is None else np.logical_or(mask, own)
     labels = self._index.labels
     same = j == i or (labels[i] >= 0 and labels[i] == labels[j])
     example = {'source': x_s, 'target': x_t, 'same': np.float32(same)}
@@ -493,6 +561,8 @@ def create_pair_iterator(config, data_source, *, seed: int, process_index: int |
       [S, S] mask of the pasted pixels), applied to every target after augmentation (HEAR-Net
       data: fsjax.data.occluders.occlude); the pair's RNG makes it deterministic like the
       rest. The batches then also hold 'occluder_mask': uint8 [B_local, S, S] (1 = pasted).
+      Records with OWN_OCCLUDER_KEY (`WithOwnOccluders`) add their own occluder's pixels to
+      it (flipped with the image), with or without an occlusion.
   Returns:
     A grain DatasetIterator with get_state()/set_state(); save it with Orbax via
     `checkpoint_save_args` / `checkpoint_restore_args`. Close it (`.close()`)

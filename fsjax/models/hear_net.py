@@ -22,6 +22,14 @@ AEI-Net fails to reconstruct it; an AEI-Net that reconstructs the target's occlu
 them in the swap (the synthetic default, docs/fidelity.md "HEAR-Net") leaves no trace of them
 in dY_t, and X_t is where they are. Measured there: +2.8 dB in the occluder, but the trained
 refinement then returns much of the target's face (ID retrieval 0.27 -> 0.06).
+
+`blend_mask` (an fsjax option; False = the paper) makes the network say where the target shows
+through: the output conv gives 4 channels, an image Y' = tanh(h[..., :3]) and a mask
+m = sigmoid(h[..., 3]), and Y_st = m * X_t + (1 - m) * Y'. X_t comes from the input (it reads
+9 channels, as with target_input); the trainer supervises m with the occluder masks it knows
+(config.loss.mask). Measured (docs/fidelity.md "HEAR-Net that blends X_t in by a mask"): m
+learns the occluders (0.47 inside, 0.06 outside on occluded test pairs), but Y' reads X_t too
+and copies it (ID retrieval 0.26 -> 0.01), so the option stays off.
 """
 
 from typing import Any, Sequence
@@ -71,6 +79,8 @@ class HEARNet(nn.Module):
       (+ full_res_channels).
     full_res_channels: width of the full-resolution input path (0: none, the paper).
     target_input: the input also carries X_t (`input_channels` 9; False: 6, the paper).
+    blend_mask: the output is m * X_t + (1 - m) * Y' with a predicted mask m (the input then
+      carries X_t, 9 channels; False: the paper's tanh image).
     dtype: compute dtype, name ('float32' | 'bfloat16') or jnp dtype; params stay float32.
     axis_name: mapped axis over which BatchNorm averages its statistics (e.g. 'data' inside
       shard_map); None: the local batch.
@@ -78,28 +88,37 @@ class HEARNet(nn.Module):
   channels: Sequence[int] = (64, 128, 256, 512, 512)
   full_res_channels: int = 0
   target_input: bool = False
+  blend_mask: bool = False
   dtype: Any = 'float32'
   axis_name: str | None = None
 
   @property
   def input_channels(self) -> int:
     """Channels of the input `hear_input` builds for this network (6, or 9 with X_t)."""
-    return 9 if self.target_input else 6
+    return 9 if self.reads_target else 6
+
+  @property
+  def reads_target(self) -> bool:
+    """Whether the input carries X_t (target_input, or blend_mask, which blends it in)."""
+    return self.target_input or self.blend_mask
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = False, return_mask: bool = False
+               ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Refines a swap using the heuristic error.
 
     Args:
       x: [B, S, S, 6] = concat(Y_hat_st, dY_t) on the last axis: the AEI-Net swap in
         [-1, 1] and the target's heuristic reconstruction error (values in [-2, 2]);
-        with target_input [B, S, S, 9], X_t in [-1, 1] appended (`hear_input`);
-        S divisible by 2**len(channels).
+        with target_input or blend_mask [B, S, S, 9], X_t in [-1, 1] appended
+        (`hear_input`); S divisible by 2**len(channels).
       train: BatchNorm uses the batch statistics (apply with mutable=['batch_stats']) when
         True, the running averages when False.
+      return_mask: also return the blend mask m (blend_mask networks only).
 
     Returns:
-      Y_st [B, S, S, 3] float32 in [-1, 1].
+      Y_st [B, S, S, 3] float32 in [-1, 1]; with return_mask (Y_st, m [B, S, S] float32 in
+      [0, 1]).
     """
     if len(self.channels) < 2:
       raise ValueError(f'HEAR-Net needs at least 2 levels, got channels={self.channels}')
@@ -130,9 +149,16 @@ class HEARNet(nn.Module):
                         use_bias=True, kernel_init=layers.conv_init, dtype=dtype,
                         name='full_res_conv')(x.astype(dtype))
       h = jnp.concatenate([h, nn.leaky_relu(f, 0.1)], axis=-1)
-    h = cpu_conv.Conv(3, (3, 3), padding=((1, 1), (1, 1)), use_bias=True,
-                      kernel_init=layers.conv_init, dtype=dtype, name='out_conv')(h)
-    return jnp.tanh(h.astype(jnp.float32))
+    h = cpu_conv.Conv(4 if self.blend_mask else 3, (3, 3), padding=((1, 1), (1, 1)),
+                      use_bias=True, kernel_init=layers.conv_init, dtype=dtype,
+                      name='out_conv')(h).astype(jnp.float32)
+    if not self.blend_mask:
+      if return_mask:
+        raise ValueError('return_mask needs a HEAR-Net with blend_mask')
+      return jnp.tanh(h)
+    m = jax.nn.sigmoid(h[..., 3:])
+    y = m * x[..., 6:9].astype(jnp.float32) + (1.0 - m) * jnp.tanh(h[..., :3])
+    return (y, m[..., 0]) if return_mask else y
 
 
 def hear_input(y_hat_st: jax.Array, heuristic_error: jax.Array,
@@ -146,15 +172,15 @@ def hear_input(y_hat_st: jax.Array, heuristic_error: jax.Array,
 def input_of(hear: HEARNet, y_hat_st: jax.Array, heuristic_error: jax.Array,
              target: jax.Array) -> jax.Array:
   """`hear_input` of what `hear` reads: X_t [B, S, S, 3] in [-1, 1] joins only with
-  target_input."""
-  return hear_input(y_hat_st, heuristic_error, target if hear.target_input else None)
+  target_input or blend_mask."""
+  return hear_input(y_hat_st, heuristic_error, target if hear.reads_target else None)
 
 
 def from_config(hear_config: ml_collections.ConfigDict, axis_name: str | None = None,
                 dtype: Any = 'float32') -> HEARNet:
-  """HEARNet from config.hear (`channels`, `full_res_channels`, `target_input`); compute
-  dtype from config.model.dtype."""
+  """HEARNet from config.hear (`channels`, `full_res_channels`, `target_input`,
+  `blend_mask`); compute dtype from config.model.dtype."""
   return HEARNet(channels=tuple(hear_config.channels),
                  full_res_channels=int(hear_config.full_res_channels),
-                 target_input=bool(hear_config.target_input), dtype=dtype,
-                 axis_name=axis_name)
+                 target_input=bool(hear_config.target_input),
+                 blend_mask=bool(hear_config.blend_mask), dtype=dtype, axis_name=axis_name)

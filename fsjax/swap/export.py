@@ -130,7 +130,7 @@ def abstract_discriminator(meta: dict) -> dict:
 
 
 # swapper.json 'hear' fields newer than it, at the values older exports mean.
-_HEAR_FIELDS_ADDED = {'full_res_channels': 0, 'target_input': False}
+_HEAR_FIELDS_ADDED = {'full_res_channels': 0, 'target_input': False, 'blend_mask': False}
 
 
 def _hear_fields(hear: dict) -> dict:
@@ -139,7 +139,8 @@ def _hear_fields(hear: dict) -> dict:
   fields = dict(_HEAR_FIELDS_ADDED, **hear)
   return {'channels': list(fields['channels']),
           'full_res_channels': int(fields['full_res_channels']),
-          'target_input': bool(fields['target_input'])}
+          'target_input': bool(fields['target_input']),
+          'blend_mask': bool(fields['blend_mask'])}
 
 
 def build_hear(meta: dict) -> Any:
