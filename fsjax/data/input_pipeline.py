@@ -150,14 +150,13 @@ def unoccluded_subset(source) -> SubsetSource:
   (only synthetic_faces knows its occluders).
   """
   from fsjax.data import synthetic_faces  # pylint: disable=g-import-not-at-top
-  column = synthetic_faces.ATTRIBUTE_FIELDS.index('occluder')
   keep, labels = [], []
   for i, record in enumerate(_read_records(source, ('attribute_params', _LABEL_KEY))):
     if 'attribute_params' not in record:
       raise ValueError('dataset.drop_occluded needs records with attribute_params '
                        '(synthetic_faces); this dataset has none')
     labels.append(record.get(_LABEL_KEY, -1))
-    if round(float(np.asarray(record['attribute_params'])[column])) == synthetic_faces.OCCLUDER_NONE:
+    if not synthetic_faces.draws_occluder(record['attribute_params']):
       keep.append(i)
   return SubsetSource(source, keep, np.asarray(labels, np.int64))
 
@@ -194,16 +193,14 @@ def own_occluder_masks(source, size: int, batch_size: int = 64,
   records have no parameters. progress(done, total) is called after each rendered batch.
   """
   from fsjax.data import synthetic_faces  # pylint: disable=g-import-not-at-top
-  column = synthetic_faces.ATTRIBUTE_FIELDS.index('occluder')
   ids, atts, which = [], [], []
   for i, record in enumerate(_read_records(source, ('identity_params', 'attribute_params'))):
     if 'attribute_params' not in record or 'identity_params' not in record:
       raise ValueError('dataset.own_occluder_masks needs records with identity_params and '
                        'attribute_params (synthetic_faces); this dataset has none')
-    att = np.asarray(record['attribute_params'], np.float32)
-    if round(float(att[column])) != synthetic_faces.OCCLUDER_NONE:
+    if synthetic_faces.draws_occluder(record['attribute_params']):
       ids.append(np.asarray(record['identity_params'], np.float32))
-      atts.append(att)
+      atts.append(np.asarray(record['attribute_params'], np.float32))
       which.append(i)
   masks = np.zeros((len(source), size, size), bool)
   for start in range(0, len(which), batch_size):

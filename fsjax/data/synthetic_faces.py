@@ -228,6 +228,12 @@ def sample_attributes(rng: np.random.Generator) -> np.ndarray:
   return attributes_from_dict(p)
 
 
+def draws_occluder(attribute_params: np.ndarray) -> bool:
+  """Whether an attribute vector float32 [ATTRIBUTE_DIM] draws an occluder (glasses, hand)."""
+  kind = round(float(np.asarray(attribute_params)[ATTRIBUTE_FIELDS.index('occluder')]))
+  return kind != OCCLUDER_NONE
+
+
 def sample_occluder(rng: np.random.Generator, kind: int) -> dict[str, float]:
   """The occluder fields of ATTRIBUTE_FIELDS for an occluder of `kind` (OCCLUDER_*): colour
   (skin for a hand), position, size and angle, drawn from rng."""
