@@ -31,6 +31,11 @@ def get_config():
   # input; m learns the known occluder masks by config.loss.mask). False = the paper.
   # Measured 2026-12-03: m finds the occluders but Y' copies X_t (docs/fidelity.md).
   config.hear.blend_mask = False
+  # fsjax option, with blend_mask: down-path widths of a second U-Net that alone reads X_t
+  # (and dY_t) to give m, while Y' comes from the paper's 6-channel U-Net; () = m is a 4th
+  # output channel of the one U-Net. Measured 2026-12-03 (64 px, (16, 32, 64, 64)): Y' no
+  # longer copies X_t, +4.7 dB in the occluder, but ID retrieval still falls (docs/fidelity.md).
+  config.hear.mask_channels = ()
   # Occluders pasted on every target: a folder with hands/*.png and objects/*.png RGBA
   # cut-outs (EgoHands / GTEA Hand2K hands, ShapeNet renders), '' = the built-in set.
   config.hear.occluders_dir = ''

@@ -19,6 +19,10 @@ pasted occluders' pixels, 2026-12-02): +5.40 dB in the occluder, ID top-1 0.018;
 `--config.hear.blend_mask=True --config.loss.mask=1 --config.loss.occ=1
 --config.dataset.own_occluder_masks=True` (Y = m X_t + (1 - m) Y', 2026-12-03, on a main job
 whose AEI-Net gives 15.56 dB there): 22.16 dB in the occluder, ID top-1 0.007 (Y' copies X_t).
+Adding `--config.hear.mask_channels='(16,32,64,64)'` (m from a second U-Net that alone reads
+X_t; 2026-12-03, main job at the recorded 15.11 dB / ID 0.266, ~19 min beside another run):
+19.80 dB in the occluder (+4.69), whole image 21.20 dB (+0.69), ID top-1 0.112; with
+`--config.loss.mask=10 --config.loss.rec=0` 19.23 dB, 20.87 dB, ID 0.131 (ground truth 0.184).
 """
 
 from configs import hear_default

@@ -116,7 +116,7 @@ def test_param_count_and_shapes_at_256():
   x = jax.ShapeDtypeStruct((2, 256, 256, 6), jnp.float32)
   config = ml_collections.ConfigDict({'channels': t_hear.PAPER_CHANNELS,
                                       'full_res_channels': 0, 'target_input': False,
-                                      'blend_mask': False})
+                                      'blend_mask': False, 'mask_channels': ()})
   model = hear_net.from_config(config)
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
   assert _nparams(variables['params']) == PAPER_PARAMS
@@ -199,7 +199,7 @@ def test_full_resolution_path_option():
   plain = hear_net.HEARNet(channels=TINY_CHANNELS)
   wide = hear_net.from_config(ml_collections.ConfigDict(
       {'channels': TINY_CHANNELS, 'full_res_channels': 5, 'target_input': False,
-       'blend_mask': False}))
+       'blend_mask': False, 'mask_channels': ()}))
   v_plain = jax.eval_shape(plain.init, jax.random.key(0), x)
   v_wide = jax.eval_shape(wide.init, jax.random.key(0), x)
   assert _nparams(v_wide['params']) - _nparams(v_plain['params']) == (
@@ -223,7 +223,7 @@ def test_target_input_option():
   conv grows, and the refinement then depends on X_t itself."""
   net = hear_net.from_config(ml_collections.ConfigDict(
       {'channels': TINY_CHANNELS, 'full_res_channels': 0, 'target_input': True,
-       'blend_mask': False}))
+       'blend_mask': False, 'mask_channels': ()}))
   plain = hear_net.HEARNet(channels=TINY_CHANNELS)
   assert net.input_channels == 9 and plain.input_channels == 6
   maps = [jax.random.normal(jax.random.key(i), (1, 32, 32, 3)) for i in range(3)]
@@ -254,7 +254,8 @@ def test_blend_mask_option():
   Y = m * X_t + (1 - m) * tanh(rgb); with the mask's bias far up Y is X_t, far down it is
   the 3-channel network with the same weights; exports carry the option."""
   config = ml_collections.ConfigDict({'channels': TINY_CHANNELS, 'full_res_channels': 4,
-                                      'target_input': False, 'blend_mask': True})
+                                      'target_input': False, 'blend_mask': True,
+                                      'mask_channels': ()})
   net = hear_net.from_config(config)
   plain = hear_net.from_config(ml_collections.ConfigDict(
       dict(config.to_dict(), blend_mask=False, target_input=True)))
@@ -289,3 +290,68 @@ def test_blend_mask_option():
                                      'full_res_channels': 4}}
   assert export.build_hear(meta).blend_mask
   assert export.abstract_hear(meta)['params']['out_conv']['kernel'].shape[-1] == 4
+
+
+def test_mask_branch_option():
+  """hear.mask_channels (fsjax option, with blend_mask): a second U-Net ('mask_' layers) gives
+  m from concat(dY_t, X_t) alone, and the paper's 6-channel U-Net gives Y' from
+  concat(Y_hat, dY_t) alone, so Y' cannot copy X_t; exports carry the option."""
+  config = ml_collections.ConfigDict({'channels': TINY_CHANNELS, 'full_res_channels': 4,
+                                      'target_input': False, 'blend_mask': True,
+                                      'mask_channels': (2, 4, 4)})
+  net = hear_net.from_config(config)
+  paper = hear_net.from_config(ml_collections.ConfigDict(
+      dict(config.to_dict(), blend_mask=False, mask_channels=())))
+  assert net.input_channels == 9
+  y_hat, error, x_t = [jax.random.uniform(jax.random.key(i), (2, 32, 32, 3), minval=-1.0)
+                       for i in range(3)]
+  x = hear_net.input_of(net, y_hat, error, x_t)
+  variables = net.init(jax.random.key(0), x)
+  p = variables['params']
+  image = {k: v for k, v in p.items() if not k.startswith('mask_')}
+  mask = {k: v for k, v in p.items() if k.startswith('mask_')}
+  assert image['down0_conv']['kernel'].shape == (4, 4, 6, TINY_CHANNELS[0])
+  assert image['out_conv']['kernel'].shape[-1] == 3
+  assert mask['mask_down0_conv']['kernel'].shape == (4, 4, 6, 2)
+  assert mask['mask_out_conv']['kernel'].shape[-1] == 1 and 'mask_full_res_conv' in mask
+  # The image U-Net is the paper's network, parameter for parameter.
+  paper_shapes = jax.eval_shape(paper.init, jax.random.key(0), x[..., :6])['params']
+  assert jax.tree.map(jnp.shape, paper_shapes) == jax.tree.map(jnp.shape, image)
+  stats = {k: v for k, v in variables['batch_stats'].items() if not k.startswith('mask_')}
+  y_prime = paper.apply({'params': image, 'batch_stats': stats}, x[..., :6])
+  y, m = net.apply(variables, x, return_mask=True)
+  assert y.shape == (2, 32, 32, 3) and m.shape == (2, 32, 32)
+  np.testing.assert_allclose(y, m[..., None] * x_t + (1 - m[..., None]) * y_prime, atol=1e-5)
+
+  # m reads dY_t and X_t, never Y_hat; Y' never reads X_t.
+  _, m_other = net.apply(variables, hear_net.input_of(net, -y_hat, error, x_t),
+                         return_mask=True)
+  np.testing.assert_array_equal(m_other, m)
+  _, m_moved = net.apply(variables, hear_net.input_of(net, y_hat, error, -x_t),
+                         return_mask=True)
+  assert not np.allclose(m_moved, m)
+
+  def with_mask_bias(b):
+    v = jax.tree.map(lambda a: a, variables)
+    v['params']['mask_out_conv']['bias'] = jnp.full((1,), b)
+    return v
+
+  far_down = with_mask_bias(-60.0)
+  np.testing.assert_allclose(net.apply(far_down, x), y_prime, atol=1e-6)
+  np.testing.assert_allclose(net.apply(far_down, hear_net.input_of(net, y_hat, error, -x_t)),
+                             y_prime, atol=1e-6)
+  np.testing.assert_allclose(net.apply(with_mask_bias(60.0), x), x_t, atol=1e-6)
+  with pytest.raises(ValueError, match='needs blend_mask'):
+    hear_net.HEARNet(channels=TINY_CHANNELS, mask_channels=(2, 4)).init(
+        jax.random.key(0), x[..., :6])
+  with pytest.raises(ValueError, match='divisible by 16'):
+    hear_net.HEARNet(channels=(2, 4), blend_mask=True, mask_channels=(2, 2, 2, 2)).init(
+        jax.random.key(0), x[:, :8, :8])
+  from fsjax.swap import export  # pylint: disable=g-import-not-at-top
+  meta = {'image_size': 32, 'hear': dict(config.to_dict(), channels=list(TINY_CHANNELS),
+                                         mask_channels=[2, 4, 4])}
+  assert export.build_hear(meta).mask_channels == (2, 4, 4)
+  shapes = export.abstract_hear(meta)
+  assert jax.tree.map(jnp.shape, shapes['params']) == jax.tree.map(jnp.shape, p)
+  del meta['hear']['mask_channels']  # exports before the option: one U-Net gives m
+  assert export.build_hear(meta).mask_channels == ()

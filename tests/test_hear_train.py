@@ -68,12 +68,14 @@ def _batch(n=4, seed=0):
           'occluder_mask': mask}
 
 
-@pytest.mark.parametrize('blend', [False, True], ids=['paper_output', 'blend_mask'])
-def test_inputs_losses_and_sharded_step(stage1, blend):
+@pytest.mark.parametrize('blend,mask_channels', [(False, ()), (True, ()), (True, (2, 4))],
+                         ids=['paper_output', 'blend_mask', 'mask_branch'])
+def test_inputs_losses_and_sharded_step(stage1, blend, mask_channels):
   config = _hear_config()
   # each weight counts
   config.loss.id, config.loss.chg, config.loss.rec, config.loss.occ = 0.5, 2.0, 3.0, 1.5
   config.hear.blend_mask = blend
+  config.hear.mask_channels = mask_channels
   config.loss.mask = 0.7 if blend else 0.0
   hear = lib.build_hear(config)
   # SGD(1.0): new params = params - grad, so the two meshes compare gradients directly (Adam
@@ -168,6 +170,30 @@ def test_loop_trains_resumes_and_uses_the_hardest(stage1, tmp_path):
   moved = [not np.array_equal(a, b) for a, b in
            zip(jax.tree.leaves(variables['params']), jax.tree.leaves(later['params']))]
   assert any(moved)
+
+
+def test_blend_mask_run_draws_its_mask_in_the_sample_grid(stage1, tmp_path):
+  """A mask-branch HEAR-Net (blend_mask + mask_channels) trains in the loop, and its sample
+  grid gains a sixth column: the blend mask m, white where X_t shows through."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  source = train_helpers.fake_source(num_identities=4, per_identity=2, size=SIZE)
+  workdir = str(tmp_path / 'hear')
+  config = _hear_config(steps=1)
+  config.hear.blend_mask, config.hear.mask_channels = True, (2, 4)
+  config.loss.mask = 1.0
+  config.sample_every_steps = 1
+  state = hear_trainer.train_and_evaluate(config, workdir, stage1, data_source=source)
+  grid = np.asarray(Image.open(os.path.join(workdir, 'samples', 'samples_00000001.png')))
+  assert grid.shape[1:] == (6 * (SIZE + 2) + 2, 3) and (grid.shape[0] - 2) % (SIZE + 2) == 0
+  hear = lib.build_hear(config, axis_name=None)
+  out = lib.make_refine_fn(hear, stage1.aei)(
+      {'params': loop.to_host(state.params), 'batch_stats': loop.to_host(state.batch_stats)},
+      stage1.generator_variables, stage1.identity_variables, grid[2:2 + SIZE, 2:2 + SIZE][None],
+      grid[2:2 + SIZE, SIZE + 4:2 * SIZE + 4][None])
+  assert len(out) == 4 and out[3].shape == (1, SIZE, SIZE)
+  drawn = grid[2:2 + SIZE, 5 * (SIZE + 2) + 2:6 * (SIZE + 2)].astype(np.float64)
+  assert np.ptp(drawn, axis=-1).max() == 0  # grey levels
+  np.testing.assert_allclose(drawn[..., 0] / 255.0, np.asarray(out[3][0]), atol=2 / 255)
 
 
 def test_pairs_carry_the_pasted_occluders_mask():
@@ -284,6 +310,14 @@ def test_bad_settings_are_refused(stage1):
   config = _hear_config()
   config.loss.mask = 1.0
   with pytest.raises(ValueError, match='needs hear.blend_mask'):
+    hear_trainer.check_config(config, stage1)
+  config = _hear_config()
+  config.hear.mask_channels = (2, 4)
+  with pytest.raises(ValueError, match='mask_channels needs hear.blend_mask'):
+    hear_trainer.check_config(config, stage1)
+  config.hear.blend_mask = True
+  config.hear.mask_channels = (2, 4, 4, 4, 4)  # 16 px is not divisible by 2**5
+  with pytest.raises(ValueError, match=r'divisible by 2\*\*5'):
     hear_trainer.check_config(config, stage1)
 
 

@@ -251,13 +251,15 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
 
 def make_refine_fn(hear: nn.Module, aei: FrozenAEI) -> Callable[..., tuple[jax.Array, ...]]:
   """Jitted refine(hear_vars, g_vars, id_vars, x_s, x_t) -> (Y_hat_st, Y_st, dY_t), each
-  [B, S, S, 3] float32 (inference mode; for sample grids and evaluation)."""
+  [B, S, S, 3] float32, and for a blend_mask HEAR-Net the mask m [B, S, S] in [0, 1] as a
+  fourth (inference mode; for sample grids and evaluation)."""
 
   def refine(hear_vars, g_vars, id_vars, x_s, x_t):
     x_s, x_t = step_utils.to_float_images(x_s), step_utils.to_float_images(x_t)
     y_hat, error = hear_inputs(aei, g_vars, id_vars, x_s, x_t)
-    y = hear.apply(hear_vars, hear_net.input_of(hear, y_hat, error, x_t), train=False)
-    return y_hat, y, error
+    out = hear.apply(hear_vars, hear_net.input_of(hear, y_hat, error, x_t), train=False,
+                     return_mask=hear.blend_mask)
+    return (y_hat, out[0], error, out[1]) if hear.blend_mask else (y_hat, out, error)
 
   return jax.jit(refine)
 

@@ -13,7 +13,8 @@ reads it from an AEI export or workdir (`stage1_from_bundle(fsjax.swap.export.lo
     mean|X - AEI(X, z_id(X))|, scored once and cached in WORKDIR/hardest.json;
   * resume from WORKDIR/hear_checkpoints (state + data-iterator position), SIGTERM / Ctrl-C
     checkpoint, non-finite guard, workdir lock, as the AEI trainer;
-  * process 0 writes TensorBoard and sample grids X_s | X_t | Y_hat | Y | heuristic error.
+  * process 0 writes TensorBoard and sample grids X_s | X_t | Y_hat | Y | heuristic error
+    (| blend mask m, for a blend_mask HEAR-Net).
 """
 
 import dataclasses
@@ -89,6 +90,13 @@ def check_config(config: ml_collections.ConfigDict, stage1: Stage1) -> None:
   occluders_lib.sample_mix(np.random.default_rng(0), config.hear.occluder_mix)  # validates
   if config.loss.mask and not config.hear.blend_mask:
     raise ValueError('loss.mask > 0 needs hear.blend_mask=True (it trains the blend mask)')
+  if config.hear.mask_channels:
+    if not config.hear.blend_mask:
+      raise ValueError('hear.mask_channels needs hear.blend_mask=True (it gives the mask)')
+    levels = len(config.hear.mask_channels)
+    if levels < 2 or config.image_size % (2 ** levels):
+      raise ValueError(f'hear.mask_channels={tuple(config.hear.mask_channels)}: needs >= 2 '
+                       f'levels and image_size {config.image_size} divisible by 2**{levels}')
 
 
 def make_occlusion(config: ml_collections.ConfigDict):
@@ -281,13 +289,17 @@ def _train(config, workdir, stage1: Stage1, data_source) -> lib.HearState:
         loop.check_nonfinite(state, max_nonfinite, step, NONFINITE_ADVICE)
       if samples is not None and (step % sample_every == 0 or is_last):
         hear_vars = {'params': state.params, 'batch_stats': state.batch_stats}
-        y_hat, y, error = loop.to_host(refine(hear_vars, g_vars, id_vars, samples['source'],
-                                              samples['target']))
+        y_hat, y, error, *mask = loop.to_host(refine(hear_vars, g_vars, id_vars,
+                                                     samples['source'], samples['target']))
+        # m (blend_mask) in [0, 1] shown white where X_t shows through.
+        masks = [np.repeat(m[..., None] * 2.0 - 1.0, 3, axis=-1) for m in mask]
         path = metric_logging.save_sample_grid(
             workdir, step, [loop.to_host(samples['source']), loop.to_host(samples['target']),
-                            y_hat, y, np.clip(np.abs(error) * 2.0 - 1.0, -1.0, 1.0)], writer)
+                            y_hat, y, np.clip(np.abs(error) * 2.0 - 1.0, -1.0, 1.0)] + masks,
+            writer)
         if path:
-          logging.info('samples (X_s | X_t | Y_hat | Y | |dY_t|): %s', path)
+          logging.info('samples (X_s | X_t | Y_hat | Y | |dY_t|%s): %s',
+                       ' | m' if masks else '', path)
       if (ckpt_every and step % ckpt_every == 0) or is_last:
         loop.check_nonfinite(state, max_nonfinite, step, NONFINITE_ADVICE)
         ckpt.save(step, state, data_iter, config)

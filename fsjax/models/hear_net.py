@@ -30,6 +30,13 @@ m = sigmoid(h[..., 3]), and Y_st = m * X_t + (1 - m) * Y'. X_t comes from the in
 (config.loss.mask). Measured (docs/fidelity.md "HEAR-Net that blends X_t in by a mask"): m
 learns the occluders (0.47 inside, 0.06 outside on occluded test pairs), but Y' reads X_t too
 and copies it (ID retrieval 0.26 -> 0.01), so the option stays off.
+
+`mask_channels` (an fsjax option with blend_mask; () = one U-Net) gives m from a second U-Net
+(layers `mask_*`) that reads concat(dY_t, X_t) alone, while Y' comes from the paper's
+6-channel U-Net on concat(Y_hat_st, dY_t), so Y' cannot copy X_t and m cannot tell a same
+pair. Measured (docs/fidelity.md "A mask branch that alone reads X_t"): +4.7 dB in the
+occluder and +0.7 dB over the whole image, ID retrieval 0.27 -> 0.11 (the ground truth's is
+0.18 on those pairs); off by default.
 """
 
 from typing import Any, Sequence
@@ -81,6 +88,9 @@ class HEARNet(nn.Module):
     target_input: the input also carries X_t (`input_channels` 9; False: 6, the paper).
     blend_mask: the output is m * X_t + (1 - m) * Y' with a predicted mask m (the input then
       carries X_t, 9 channels; False: the paper's tanh image).
+    mask_channels: with blend_mask, down-path widths of a second U-Net that alone gives m,
+      from concat(dY_t, X_t), while the first reads the paper's 6 channels for Y'
+      (() : m is a 4th output channel of the one U-Net, which then reads all 9).
     dtype: compute dtype, name ('float32' | 'bfloat16') or jnp dtype; params stay float32.
     axis_name: mapped axis over which BatchNorm averages its statistics (e.g. 'data' inside
       shard_map); None: the local batch.
@@ -89,6 +99,7 @@ class HEARNet(nn.Module):
   full_res_channels: int = 0
   target_input: bool = False
   blend_mask: bool = False
+  mask_channels: Sequence[int] = ()
   dtype: Any = 'float32'
   axis_name: str | None = None
 
@@ -111,7 +122,7 @@ class HEARNet(nn.Module):
       x: [B, S, S, 6] = concat(Y_hat_st, dY_t) on the last axis: the AEI-Net swap in
         [-1, 1] and the target's heuristic reconstruction error (values in [-2, 2]);
         with target_input or blend_mask [B, S, S, 9], X_t in [-1, 1] appended
-        (`hear_input`); S divisible by 2**len(channels).
+        (`hear_input`); S divisible by 2**len(channels) (and 2**len(mask_channels)).
       train: BatchNorm uses the batch statistics (apply with mutable=['batch_stats']) when
         True, the running averages when False.
       return_mask: also return the blend mask m (blend_mask networks only).
@@ -120,26 +131,52 @@ class HEARNet(nn.Module):
       Y_st [B, S, S, 3] float32 in [-1, 1]; with return_mask (Y_st, m [B, S, S] float32 in
       [0, 1]).
     """
-    if len(self.channels) < 2:
-      raise ValueError(f'HEAR-Net needs at least 2 levels, got channels={self.channels}')
-    n = 2 ** len(self.channels)
+    if self.mask_channels and not self.blend_mask:
+      raise ValueError(f'mask_channels={tuple(self.mask_channels)} needs blend_mask')
     c = self.input_channels
-    if x.ndim != 4 or x.shape[1] % n or x.shape[2] % n or x.shape[3] != c:
-      raise ValueError(f'input {x.shape}: expected [B, S, S, {c}] with S divisible by {n}')
+    if x.ndim != 4 or x.shape[3] != c:
+      raise ValueError(f'input {x.shape}: expected [B, S, S, {c}]')
     dtype = layers.get_dtype(self.dtype)
+    if not self.blend_mask:
+      if return_mask:
+        raise ValueError('return_mask needs a HEAR-Net with blend_mask')
+      return jnp.tanh(self._unet(x, self.channels, 3, train, dtype, ''))
+    target = x[..., 6:9].astype(jnp.float32)
+    if self.mask_channels:
+      # The image U-Net reads the paper's 6 channels, so only the mask can show X_t.
+      image = self._unet(x[..., :6], self.channels, 3, train, dtype, '')
+      logit = self._unet(x[..., 3:9], self.mask_channels, 1, train, dtype, 'mask_')
+    else:
+      h = self._unet(x, self.channels, 4, train, dtype, '')
+      image, logit = h[..., :3], h[..., 3:]
+    m = jax.nn.sigmoid(logit)
+    y = m * target + (1.0 - m) * jnp.tanh(image)
+    return (y, m[..., 0]) if return_mask else y
+
+  def _unet(self, x: jax.Array, channels: Sequence[int], out_channels: int, train: bool,
+            dtype: Any, prefix: str) -> jax.Array:
+    """The U-Net body: [B, S, S, Cin] -> pre-activation [B, S, S, out_channels] float32;
+    its layers are named `prefix` + down{i}_conv, ... (the paper's names with prefix '')."""
+    if len(channels) < 2:
+      raise ValueError(f'HEAR-Net needs at least 2 levels, got channels={tuple(channels)}')
+    n = 2 ** len(channels)
+    if x.shape[1] % n or x.shape[2] % n:
+      raise ValueError(f'input {x.shape}: S must be divisible by {n} (channels '
+                       f'{tuple(channels)})')
     h = x.astype(dtype)
     downs = []
-    for i, c in enumerate(self.channels):
+    for i, c in enumerate(channels):
       h = cpu_conv.Conv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=True,
-                        kernel_init=layers.conv_init, dtype=dtype, name=f'down{i}_conv')(h)
-      h = layers.batch_norm(train, self.axis_name, dtype, f'down{i}_bn')(h)
+                        kernel_init=layers.conv_init, dtype=dtype,
+                        name=f'{prefix}down{i}_conv')(h)
+      h = layers.batch_norm(train, self.axis_name, dtype, f'{prefix}down{i}_bn')(h)
       h = nn.leaky_relu(h, 0.1)
       downs.append(h)
 
-    for j, c in enumerate(reversed(tuple(self.channels[:-1]))):
+    for j, c in enumerate(reversed(tuple(channels[:-1]))):
       h = _ConvTransposeBias(c, (4, 4), (2, 2), ((1, 1), (1, 1)), dtype=dtype,
-                             name=f'up{j}_conv')(h)
-      h = layers.batch_norm(train, self.axis_name, dtype, f'up{j}_bn')(h)
+                             name=f'{prefix}up{j}_conv')(h)
+      h = layers.batch_norm(train, self.axis_name, dtype, f'{prefix}up{j}_bn')(h)
       h = nn.leaky_relu(h, 0.1)
       h = jnp.concatenate([h, downs[-2 - j]], axis=-1)
 
@@ -147,18 +184,11 @@ class HEARNet(nn.Module):
     if self.full_res_channels:
       f = cpu_conv.Conv(self.full_res_channels, (3, 3), padding=((1, 1), (1, 1)),
                         use_bias=True, kernel_init=layers.conv_init, dtype=dtype,
-                        name='full_res_conv')(x.astype(dtype))
+                        name=f'{prefix}full_res_conv')(x.astype(dtype))
       h = jnp.concatenate([h, nn.leaky_relu(f, 0.1)], axis=-1)
-    h = cpu_conv.Conv(4 if self.blend_mask else 3, (3, 3), padding=((1, 1), (1, 1)),
-                      use_bias=True, kernel_init=layers.conv_init, dtype=dtype,
-                      name='out_conv')(h).astype(jnp.float32)
-    if not self.blend_mask:
-      if return_mask:
-        raise ValueError('return_mask needs a HEAR-Net with blend_mask')
-      return jnp.tanh(h)
-    m = jax.nn.sigmoid(h[..., 3:])
-    y = m * x[..., 6:9].astype(jnp.float32) + (1.0 - m) * jnp.tanh(h[..., :3])
-    return (y, m[..., 0]) if return_mask else y
+    return cpu_conv.Conv(out_channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=True,
+                         kernel_init=layers.conv_init, dtype=dtype,
+                         name=f'{prefix}out_conv')(h).astype(jnp.float32)
 
 
 def hear_input(y_hat_st: jax.Array, heuristic_error: jax.Array,
@@ -179,8 +209,10 @@ def input_of(hear: HEARNet, y_hat_st: jax.Array, heuristic_error: jax.Array,
 def from_config(hear_config: ml_collections.ConfigDict, axis_name: str | None = None,
                 dtype: Any = 'float32') -> HEARNet:
   """HEARNet from config.hear (`channels`, `full_res_channels`, `target_input`,
-  `blend_mask`); compute dtype from config.model.dtype."""
+  `blend_mask`, `mask_channels`); compute dtype from config.model.dtype."""
   return HEARNet(channels=tuple(hear_config.channels),
                  full_res_channels=int(hear_config.full_res_channels),
                  target_input=bool(hear_config.target_input),
-                 blend_mask=bool(hear_config.blend_mask), dtype=dtype, axis_name=axis_name)
+                 blend_mask=bool(hear_config.blend_mask),
+                 mask_channels=tuple(hear_config.mask_channels), dtype=dtype,
+                 axis_name=axis_name)

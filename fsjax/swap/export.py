@@ -130,7 +130,8 @@ def abstract_discriminator(meta: dict) -> dict:
 
 
 # swapper.json 'hear' fields newer than it, at the values older exports mean.
-_HEAR_FIELDS_ADDED = {'full_res_channels': 0, 'target_input': False, 'blend_mask': False}
+_HEAR_FIELDS_ADDED = {'full_res_channels': 0, 'target_input': False, 'blend_mask': False,
+                      'mask_channels': []}
 
 
 def _hear_fields(hear: dict) -> dict:
@@ -140,7 +141,8 @@ def _hear_fields(hear: dict) -> dict:
   return {'channels': list(fields['channels']),
           'full_res_channels': int(fields['full_res_channels']),
           'target_input': bool(fields['target_input']),
-          'blend_mask': bool(fields['blend_mask'])}
+          'blend_mask': bool(fields['blend_mask']),
+          'mask_channels': list(fields['mask_channels'])}
 
 
 def build_hear(meta: dict) -> Any:
