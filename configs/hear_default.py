@@ -36,6 +36,11 @@ def get_config():
   # output channel of the one U-Net. Measured 2026-12-03 (64 px, (16, 32, 64, 64)): Y' no
   # longer copies X_t, +4.7 dB in the occluder, but ID retrieval still falls (docs/fidelity.md).
   config.hear.mask_channels = ()
+  # fsjax options, with mask_channels: keep_swap drops the image U-Net (Y = m X_t + (1 - m)
+  # Y_hat: AEI-Net's swap is kept wherever m is 0); mask_threshold t > 0 hardens m to m > t at
+  # inference (0 = soft m). False / 0 = as above.
+  config.hear.keep_swap = False
+  config.hear.mask_threshold = 0.0
   # Occluders pasted on every target: a folder with hands/*.png and objects/*.png RGBA
   # cut-outs (EgoHands / GTEA Hand2K hands, ShapeNet renders), '' = the built-in set.
   config.hear.occluders_dir = ''

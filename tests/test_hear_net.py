@@ -116,7 +116,8 @@ def test_param_count_and_shapes_at_256():
   x = jax.ShapeDtypeStruct((2, 256, 256, 6), jnp.float32)
   config = ml_collections.ConfigDict({'channels': t_hear.PAPER_CHANNELS,
                                       'full_res_channels': 0, 'target_input': False,
-                                      'blend_mask': False, 'mask_channels': ()})
+                                      'blend_mask': False, 'mask_channels': (),
+                                      'keep_swap': False, 'mask_threshold': 0.0})
   model = hear_net.from_config(config)
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
   assert _nparams(variables['params']) == PAPER_PARAMS
@@ -199,7 +200,8 @@ def test_full_resolution_path_option():
   plain = hear_net.HEARNet(channels=TINY_CHANNELS)
   wide = hear_net.from_config(ml_collections.ConfigDict(
       {'channels': TINY_CHANNELS, 'full_res_channels': 5, 'target_input': False,
-       'blend_mask': False, 'mask_channels': ()}))
+       'blend_mask': False, 'mask_channels': (), 'keep_swap': False,
+       'mask_threshold': 0.0}))
   v_plain = jax.eval_shape(plain.init, jax.random.key(0), x)
   v_wide = jax.eval_shape(wide.init, jax.random.key(0), x)
   assert _nparams(v_wide['params']) - _nparams(v_plain['params']) == (
@@ -223,7 +225,8 @@ def test_target_input_option():
   conv grows, and the refinement then depends on X_t itself."""
   net = hear_net.from_config(ml_collections.ConfigDict(
       {'channels': TINY_CHANNELS, 'full_res_channels': 0, 'target_input': True,
-       'blend_mask': False, 'mask_channels': ()}))
+       'blend_mask': False, 'mask_channels': (), 'keep_swap': False,
+       'mask_threshold': 0.0}))
   plain = hear_net.HEARNet(channels=TINY_CHANNELS)
   assert net.input_channels == 9 and plain.input_channels == 6
   maps = [jax.random.normal(jax.random.key(i), (1, 32, 32, 3)) for i in range(3)]
@@ -255,7 +258,8 @@ def test_blend_mask_option():
   the 3-channel network with the same weights; exports carry the option."""
   config = ml_collections.ConfigDict({'channels': TINY_CHANNELS, 'full_res_channels': 4,
                                       'target_input': False, 'blend_mask': True,
-                                      'mask_channels': ()})
+                                      'mask_channels': (), 'keep_swap': False,
+                                      'mask_threshold': 0.0})
   net = hear_net.from_config(config)
   plain = hear_net.from_config(ml_collections.ConfigDict(
       dict(config.to_dict(), blend_mask=False, target_input=True)))
@@ -298,7 +302,8 @@ def test_mask_branch_option():
   concat(Y_hat, dY_t) alone, so Y' cannot copy X_t; exports carry the option."""
   config = ml_collections.ConfigDict({'channels': TINY_CHANNELS, 'full_res_channels': 4,
                                       'target_input': False, 'blend_mask': True,
-                                      'mask_channels': (2, 4, 4)})
+                                      'mask_channels': (2, 4, 4), 'keep_swap': False,
+                                      'mask_threshold': 0.0})
   net = hear_net.from_config(config)
   paper = hear_net.from_config(ml_collections.ConfigDict(
       dict(config.to_dict(), blend_mask=False, mask_channels=())))
@@ -355,3 +360,62 @@ def test_mask_branch_option():
   assert jax.tree.map(jnp.shape, shapes['params']) == jax.tree.map(jnp.shape, p)
   del meta['hear']['mask_channels']  # exports before the option: one U-Net gives m
   assert export.build_hear(meta).mask_channels == ()
+
+
+def test_keep_swap_and_mask_threshold_options():
+  """hear.keep_swap (with mask_channels): no image U-Net, Y = m * X_t + (1 - m) * Y_hat;
+  hear.mask_threshold t: at inference m is (m > t), in training the soft m; exports carry
+  both (older exports: False / 0)."""
+  config = ml_collections.ConfigDict({'channels': TINY_CHANNELS, 'full_res_channels': 4,
+                                      'target_input': False, 'blend_mask': True,
+                                      'mask_channels': (2, 4, 4), 'keep_swap': True,
+                                      'mask_threshold': 0.0})
+  net = hear_net.from_config(config)
+  hard = hear_net.from_config(ml_collections.ConfigDict(dict(config.to_dict(),
+                                                             mask_threshold=0.5)))
+  y_hat, error, x_t = [jax.random.uniform(jax.random.key(i), (2, 32, 32, 3), minval=-1.0)
+                       for i in range(3)]
+  x = hear_net.input_of(net, y_hat, error, x_t)
+  variables = net.init(jax.random.key(0), x)
+  assert variables['params'] and all(k.startswith('mask_') for k in variables['params'])
+  y, m = net.apply(variables, x, return_mask=True)
+  np.testing.assert_allclose(y, m[..., None] * x_t + (1 - m[..., None]) * y_hat, atol=1e-6)
+  far_down = jax.tree.map(lambda a: a, variables)
+  far_down['params']['mask_out_conv']['bias'] = jnp.full((1,), -60.0)
+  np.testing.assert_allclose(net.apply(far_down, x), y_hat, atol=1e-6)
+
+  # Spread m around 0.5 so the threshold splits it.
+  spread = jax.tree.map(lambda a: a, variables)
+  bias = variables['params']['mask_out_conv']['bias']
+  spread['params']['mask_out_conv']['bias'] = bias - jnp.median(jnp.log(m / (1 - m)))
+  _, soft = net.apply(spread, x, return_mask=True)
+  y_hard, m_hard = hard.apply(spread, x, return_mask=True)
+  assert 0.1 < float(jnp.mean(soft > 0.5)) < 0.9
+  np.testing.assert_array_equal(m_hard, (soft > 0.5).astype(jnp.float32))
+  np.testing.assert_allclose(y_hard, jnp.where(soft[..., None] > 0.5, x_t, y_hat), atol=1e-6)
+  (_, m_train), _ = hard.apply(spread, x, train=True, return_mask=True,
+                               mutable=['batch_stats'])
+  (_, m_soft_train), _ = net.apply(spread, x, train=True, return_mask=True,
+                                   mutable=['batch_stats'])
+  np.testing.assert_allclose(m_train, m_soft_train, atol=1e-6)
+  assert not np.all((np.asarray(m_train) == 0) | (np.asarray(m_train) == 1))
+
+  with pytest.raises(ValueError, match='keep_swap needs mask_channels'):
+    hear_net.HEARNet(channels=TINY_CHANNELS, blend_mask=True, keep_swap=True).init(
+        jax.random.key(0), x)
+  with pytest.raises(ValueError, match='needs blend_mask and 0 <= t < 1'):
+    hear_net.HEARNet(channels=TINY_CHANNELS, mask_threshold=0.5).init(
+        jax.random.key(0), x[..., :6])
+  with pytest.raises(ValueError, match='needs blend_mask and 0 <= t < 1'):
+    hear_net.HEARNet(channels=TINY_CHANNELS, blend_mask=True, mask_threshold=1.0).init(
+        jax.random.key(0), x)
+  from fsjax.swap import export  # pylint: disable=g-import-not-at-top
+  meta = {'image_size': 32, 'hear': dict(config.to_dict(), channels=list(TINY_CHANNELS),
+                                         mask_channels=[2, 4, 4], mask_threshold=0.5)}
+  built = export.build_hear(meta)
+  assert built.keep_swap and built.mask_threshold == 0.5
+  assert jax.tree.map(jnp.shape, export.abstract_hear(meta)['params']) == jax.tree.map(
+      jnp.shape, variables['params'])
+  del meta['hear']['keep_swap'], meta['hear']['mask_threshold']  # older exports
+  built = export.build_hear(meta)
+  assert not built.keep_swap and built.mask_threshold == 0.0

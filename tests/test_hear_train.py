@@ -68,14 +68,19 @@ def _batch(n=4, seed=0):
           'occluder_mask': mask}
 
 
-@pytest.mark.parametrize('blend,mask_channels', [(False, ()), (True, ()), (True, (2, 4))],
-                         ids=['paper_output', 'blend_mask', 'mask_branch'])
-def test_inputs_losses_and_sharded_step(stage1, blend, mask_channels):
+@pytest.mark.parametrize('blend,mask_channels,keep_swap',
+                         [(False, (), False), (True, (), False), (True, (2, 4), False),
+                          (True, (2, 4), True)],
+                         ids=['paper_output', 'blend_mask', 'mask_branch', 'keep_swap'])
+def test_inputs_losses_and_sharded_step(stage1, blend, mask_channels, keep_swap):
   config = _hear_config()
   # each weight counts
   config.loss.id, config.loss.chg, config.loss.rec, config.loss.occ = 0.5, 2.0, 3.0, 1.5
   config.hear.blend_mask = blend
   config.hear.mask_channels = mask_channels
+  config.hear.keep_swap = keep_swap
+  # Inference-only: the step trains the soft mask whatever the threshold.
+  config.hear.mask_threshold = 0.5 if keep_swap else 0.0
   config.loss.mask = 0.7 if blend else 0.0
   hear = lib.build_hear(config)
   # SGD(1.0): new params = params - grad, so the two meshes compare gradients directly (Adam
@@ -123,6 +128,8 @@ def test_inputs_losses_and_sharded_step(stage1, blend, mask_channels):
                      hear_net.input_of(net, y_hat, error, x_t), train=True,
                      return_mask=blend, mutable=['batch_stats'])
   y, m = out if blend else (out, None)
+  if keep_swap:  # no image U-Net: AEI-Net's swap wherever the (soft, in training) m is 0
+    np.testing.assert_allclose(y, m[..., None] * x_t + (1 - m[..., None]) * y_hat, atol=1e-6)
   z_s = stage1.aei.embed(stage1.identity_variables, x_s, True)
   z_y = stage1.aei.embed(stage1.identity_variables, y, True)
   want_id = np.mean(1 - np.sum(np.asarray(z_y) * np.asarray(z_s), -1))
@@ -142,6 +149,22 @@ def test_inputs_losses_and_sharded_step(stage1, blend, mask_channels):
   assert m1['loss'] == pytest.approx(
       0.5 * want_id + 2.0 * want_chg + 3.0 * want_rec + 1.5 * want_occ + 0.7 * want_mask,
       rel=1e-4)
+
+
+def test_mask_config_is_a_mask_over_the_swap():
+  """configs/hear_synthetic_mask.py: at its 64 px the network is the mask U-Net alone (no
+  image U-Net), reading concat(dY_t, X_t), hardened at inference; trained by L_mask and L_occ
+  on the pipeline's own and pasted occluder masks, without L_rec'."""
+  from configs import hear_synthetic_mask  # pylint: disable=g-import-not-at-top
+  config = hear_synthetic_mask.get_config()
+  net = lib.build_hear(config, axis_name=None)
+  x = jax.ShapeDtypeStruct((1, config.image_size, config.image_size, net.input_channels),
+                           jnp.float32)
+  params = jax.eval_shape(net.init, jax.random.key(0), x)['params']
+  assert params and all(k.startswith('mask_') for k in params)
+  assert params['mask_down0_conv']['kernel'].shape == (4, 4, 6, config.hear.mask_channels[0])
+  assert net.keep_swap and net.mask_threshold == 0.5 and config.loss.rec == 0
+  assert config.loss.mask > 0 and config.loss.occ > 0 and config.dataset.own_occluder_masks
 
 
 def test_loop_trains_resumes_and_uses_the_hardest(stage1, tmp_path):
@@ -294,30 +317,32 @@ def test_own_occluder_masks_lie_on_the_records_and_join_the_pairs_mask():
   assert not (paper.dataset.own_occluder_masks or paper.hear.blend_mask or paper.loss.mask)
 
 
-def test_bad_settings_are_refused(stage1):
+# (hear.* / loss.* overrides, the error check_config gives)
+BAD_SETTINGS = [
+    ({'image_size': 32}, 'swaps 16 px'),
+    ({'hear.hardest_fraction': 0.0}, 'hardest_fraction'),
+    ({'hear.occluder_mix': (0.5, 0.5, 0.5, 0.5)}, 'summing to 1'),
+    ({'loss.mask': 1.0}, 'needs hear.blend_mask'),
+    ({'hear.mask_channels': (2, 4)}, 'mask_channels needs hear.blend_mask'),
+    # 16 px is not divisible by 2**5
+    ({'hear.blend_mask': True, 'hear.mask_channels': (2, 4, 4, 4, 4)}, r'divisible by 2\*\*5'),
+    ({'hear.blend_mask': True, 'hear.keep_swap': True}, 'keep_swap needs hear.mask_channels'),
+    ({'hear.mask_threshold': 0.5}, 'mask_threshold > 0 needs hear.blend_mask'),
+    ({'hear.blend_mask': True, 'hear.mask_threshold': 1.0},
+     r'mask_threshold must be in \[0, 1\)'),
+]
+
+
+@pytest.mark.parametrize('overrides,match', BAD_SETTINGS)
+def test_bad_settings_are_refused(stage1, overrides, match):
   config = _hear_config()
-  config.image_size = 32
-  with pytest.raises(ValueError, match='swaps 16 px'):
-    hear_trainer.check_config(config, stage1)
-  config = _hear_config()
-  config.hear.hardest_fraction = 0.0
-  with pytest.raises(ValueError, match='hardest_fraction'):
-    hear_trainer.check_config(config, stage1)
-  config = _hear_config()
-  config.hear.occluder_mix = (0.5, 0.5, 0.5, 0.5)
-  with pytest.raises(ValueError, match='summing to 1'):
-    hear_trainer.check_config(config, stage1)
-  config = _hear_config()
-  config.loss.mask = 1.0
-  with pytest.raises(ValueError, match='needs hear.blend_mask'):
-    hear_trainer.check_config(config, stage1)
-  config = _hear_config()
-  config.hear.mask_channels = (2, 4)
-  with pytest.raises(ValueError, match='mask_channels needs hear.blend_mask'):
-    hear_trainer.check_config(config, stage1)
-  config.hear.blend_mask = True
-  config.hear.mask_channels = (2, 4, 4, 4, 4)  # 16 px is not divisible by 2**5
-  with pytest.raises(ValueError, match=r'divisible by 2\*\*5'):
+  for name, value in overrides.items():
+    *parents, leaf = name.split('.')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  with pytest.raises(ValueError, match=match):
     hear_trainer.check_config(config, stage1)
 
 

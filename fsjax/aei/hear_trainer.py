@@ -97,6 +97,12 @@ def check_config(config: ml_collections.ConfigDict, stage1: Stage1) -> None:
     if levels < 2 or config.image_size % (2 ** levels):
       raise ValueError(f'hear.mask_channels={tuple(config.hear.mask_channels)}: needs >= 2 '
                        f'levels and image_size {config.image_size} divisible by 2**{levels}')
+  if config.hear.keep_swap and not config.hear.mask_channels:
+    raise ValueError('hear.keep_swap needs hear.mask_channels (the mask U-Net is its only one)')
+  if config.hear.mask_threshold and not config.hear.blend_mask:
+    raise ValueError('hear.mask_threshold > 0 needs hear.blend_mask=True (it hardens the mask)')
+  if not 0.0 <= config.hear.mask_threshold < 1.0:
+    raise ValueError(f'hear.mask_threshold must be in [0, 1), got {config.hear.mask_threshold}')
 
 
 def make_occlusion(config: ml_collections.ConfigDict):

@@ -131,7 +131,7 @@ def abstract_discriminator(meta: dict) -> dict:
 
 # swapper.json 'hear' fields newer than it, at the values older exports mean.
 _HEAR_FIELDS_ADDED = {'full_res_channels': 0, 'target_input': False, 'blend_mask': False,
-                      'mask_channels': []}
+                      'mask_channels': [], 'keep_swap': False, 'mask_threshold': 0.0}
 
 
 def _hear_fields(hear: dict) -> dict:
@@ -142,7 +142,9 @@ def _hear_fields(hear: dict) -> dict:
           'full_res_channels': int(fields['full_res_channels']),
           'target_input': bool(fields['target_input']),
           'blend_mask': bool(fields['blend_mask']),
-          'mask_channels': list(fields['mask_channels'])}
+          'mask_channels': list(fields['mask_channels']),
+          'keep_swap': bool(fields['keep_swap']),
+          'mask_threshold': float(fields['mask_threshold'])}
 
 
 def build_hear(meta: dict) -> Any:
