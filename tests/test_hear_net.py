@@ -36,6 +36,14 @@ def _nparams(tree):
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
+def _hear_config(**overrides):
+  """A config.hear with every field from_config reads: the paper's network, tiny widths."""
+  return ml_collections.ConfigDict(dict(
+      {'channels': TINY_CHANNELS, 'full_res_channels': 0, 'target_input': False,
+       'blend_mask': False, 'mask_channels': (), 'keep_swap': False, 'mask_threshold': 0.0},
+      **overrides))
+
+
 def _nhwc(t):
   return np.transpose(t.detach().numpy(), (0, 2, 3, 1))
 
@@ -114,10 +122,7 @@ def test_param_count_and_shapes_at_256():
   """Paper widths at 256 px (abstract evaluation only): 16,663,043 params == torch, the
   layer shapes of the design notes, output [B, 256, 256, 3] float32 (also in bf16)."""
   x = jax.ShapeDtypeStruct((2, 256, 256, 6), jnp.float32)
-  config = ml_collections.ConfigDict({'channels': t_hear.PAPER_CHANNELS,
-                                      'full_res_channels': 0, 'target_input': False,
-                                      'blend_mask': False, 'mask_channels': (),
-                                      'keep_swap': False, 'mask_threshold': 0.0})
+  config = _hear_config(channels=t_hear.PAPER_CHANNELS)
   model = hear_net.from_config(config)
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
   assert _nparams(variables['params']) == PAPER_PARAMS
@@ -198,10 +203,7 @@ def test_full_resolution_path_option():
   pixel (a one-pixel change of dY_t moves that output pixel through this path alone)."""
   x = jax.ShapeDtypeStruct((1, 32, 32, 6), jnp.float32)
   plain = hear_net.HEARNet(channels=TINY_CHANNELS)
-  wide = hear_net.from_config(ml_collections.ConfigDict(
-      {'channels': TINY_CHANNELS, 'full_res_channels': 5, 'target_input': False,
-       'blend_mask': False, 'mask_channels': (), 'keep_swap': False,
-       'mask_threshold': 0.0}))
+  wide = hear_net.from_config(_hear_config(full_res_channels=5))
   v_plain = jax.eval_shape(plain.init, jax.random.key(0), x)
   v_wide = jax.eval_shape(wide.init, jax.random.key(0), x)
   assert _nparams(v_wide['params']) - _nparams(v_plain['params']) == (
@@ -223,10 +225,7 @@ def test_full_resolution_path_option():
 def test_target_input_option():
   """hear.target_input (fsjax option): X_t joins the input as channels 7-9; only the first
   conv grows, and the refinement then depends on X_t itself."""
-  net = hear_net.from_config(ml_collections.ConfigDict(
-      {'channels': TINY_CHANNELS, 'full_res_channels': 0, 'target_input': True,
-       'blend_mask': False, 'mask_channels': (), 'keep_swap': False,
-       'mask_threshold': 0.0}))
+  net = hear_net.from_config(_hear_config(target_input=True))
   plain = hear_net.HEARNet(channels=TINY_CHANNELS)
   assert net.input_channels == 9 and plain.input_channels == 6
   maps = [jax.random.normal(jax.random.key(i), (1, 32, 32, 3)) for i in range(3)]
@@ -256,10 +255,7 @@ def test_blend_mask_option():
   """hear.blend_mask (fsjax option): the output conv gives a 4th (mask) channel and
   Y = m * X_t + (1 - m) * tanh(rgb); with the mask's bias far up Y is X_t, far down it is
   the 3-channel network with the same weights; exports carry the option."""
-  config = ml_collections.ConfigDict({'channels': TINY_CHANNELS, 'full_res_channels': 4,
-                                      'target_input': False, 'blend_mask': True,
-                                      'mask_channels': (), 'keep_swap': False,
-                                      'mask_threshold': 0.0})
+  config = _hear_config(full_res_channels=4, blend_mask=True)
   net = hear_net.from_config(config)
   plain = hear_net.from_config(ml_collections.ConfigDict(
       dict(config.to_dict(), blend_mask=False, target_input=True)))
@@ -300,10 +296,7 @@ def test_mask_branch_option():
   """hear.mask_channels (fsjax option, with blend_mask): a second U-Net ('mask_' layers) gives
   m from concat(dY_t, X_t) alone, and the paper's 6-channel U-Net gives Y' from
   concat(Y_hat, dY_t) alone, so Y' cannot copy X_t; exports carry the option."""
-  config = ml_collections.ConfigDict({'channels': TINY_CHANNELS, 'full_res_channels': 4,
-                                      'target_input': False, 'blend_mask': True,
-                                      'mask_channels': (2, 4, 4), 'keep_swap': False,
-                                      'mask_threshold': 0.0})
+  config = _hear_config(full_res_channels=4, blend_mask=True, mask_channels=(2, 4, 4))
   net = hear_net.from_config(config)
   paper = hear_net.from_config(ml_collections.ConfigDict(
       dict(config.to_dict(), blend_mask=False, mask_channels=())))
@@ -366,10 +359,8 @@ def test_keep_swap_and_mask_threshold_options():
   """hear.keep_swap (with mask_channels): no image U-Net, Y = m * X_t + (1 - m) * Y_hat;
   hear.mask_threshold t: at inference m is (m > t), in training the soft m; exports carry
   both (older exports: False / 0)."""
-  config = ml_collections.ConfigDict({'channels': TINY_CHANNELS, 'full_res_channels': 4,
-                                      'target_input': False, 'blend_mask': True,
-                                      'mask_channels': (2, 4, 4), 'keep_swap': True,
-                                      'mask_threshold': 0.0})
+  config = _hear_config(full_res_channels=4, blend_mask=True, mask_channels=(2, 4, 4),
+                        keep_swap=True)
   net = hear_net.from_config(config)
   hard = hear_net.from_config(ml_collections.ConfigDict(dict(config.to_dict(),
                                                              mask_threshold=0.5)))

@@ -336,12 +336,7 @@ BAD_SETTINGS = [
 @pytest.mark.parametrize('overrides,match', BAD_SETTINGS)
 def test_bad_settings_are_refused(stage1, overrides, match):
   config = _hear_config()
-  for name, value in overrides.items():
-    *parents, leaf = name.split('.')
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   with pytest.raises(ValueError, match=match):
     hear_trainer.check_config(config, stage1)
 
